@@ -1,0 +1,284 @@
+"""The ``fluxqr`` command (also ``flux qr``): a thin layer over the library.
+
+Each subcommand parses its options, calls one library function, and prints.
+User errors (:class:`fluxqr.errors.FluxqrError`) become one line on stderr and
+exit status 2; nothing is half-written because every writer is atomic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+from .errors import FluxqrError
+
+DEVICES_ENV = "FLUXQR_DEVICES"
+
+
+def _add_devices_opt(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("--devices", "-d", metavar="FILE", default=os.environ.get(DEVICES_ENV),
+                   required=required and not os.environ.get(DEVICES_ENV),
+                   help=f"device inventory (devices.yaml); default ${DEVICES_ENV}")
+
+
+# -- graph ---------------------------------------------------------------------------------
+
+
+def cmd_graph_build(args: argparse.Namespace) -> int:
+    from . import graph, inventory
+
+    if args.input and args.nodes is not None:
+        raise FluxqrError("give either --input or --nodes, not both",
+                          fix="use --input R_OR_JGF, or --nodes/--cores/--gpus to synthesize")
+    if args.input:
+        g = graph.read(args.input)
+    elif args.nodes is not None:
+        g = graph.synthesize(args.nodes, args.cores, args.gpus, args.prefix)
+    else:
+        raise FluxqrError("no classical resources given",
+                          fix="use --input R_OR_JGF, or --nodes N --cores C [--gpus G]")
+    for name in args.remove or ():
+        g.remove_device(name)
+    if args.devices:
+        inv = inventory.load(args.devices)
+        snaps = None
+        if args.probe:
+            from . import devices
+
+            snaps = {s.device: s for s in devices.probe(inv)}
+        graph.add_devices(g, inv, snaps)
+    write = graph.write_r if args.format == "r" else graph.write_jgf
+    if args.output in (None, "-"):
+        chunks = g.iter_r_chunks() if args.format == "r" else g.iter_jgf_chunks()
+        text = "".join(chunks)  # built fully first: an error leaves stdout empty
+        sys.stdout.write(text + "\n")
+    else:
+        write(g, args.output)
+    return 0
+
+
+def cmd_graph_show(args: argparse.Namespace) -> int:
+    from . import graph
+
+    g = graph.read(args.file)
+    counts = g.counts()
+    qpus = g.qpus()
+    if args.json:
+        print(json.dumps({"counts": counts,
+                          "qpus": [{"name": q["name"], "path": q["paths"]["containment"],
+                                    "status": "down" if q.get("status") else "up",
+                                    "properties": q.get("properties", {})} for q in qpus]},
+                         indent=2))
+        return 0
+    print("vertices by type:")
+    for rtype, n in counts.items():
+        print(f"  {rtype:<28} {n}")
+    if not qpus:
+        print("no QPUs")
+        return 0
+    keys = ["vendor", "technology", "num_qubits", "status", "error_2q", "t1_us", "queue_depth",
+            "calibrated_at"]
+    rows = [["qpu", "up", *keys]]
+    for q in qpus:
+        p = q.get("properties", {})
+        rows.append([q["name"], "down" if q.get("status") else "up",
+                     *(p.get(k, "-") for k in keys)])
+    print(format_rows(rows))
+    return 0
+
+
+# -- devices -------------------------------------------------------------------------------
+
+
+def cmd_devices_list(args: argparse.Namespace) -> int:
+    from . import inventory
+
+    inv = inventory.load(args.devices)
+    if args.json:
+        print(json.dumps([d.__dict__ for d in inv], indent=2, default=str))
+        return 0
+    rows = [["device", "adapter", "qubits", "vendor", "technology", "sharing", "target"]]
+    for d in inv:
+        target = next(iter(d.params.values()), "-") if d.params else "-"
+        sharing = "exclusive" if d.exclusive else f"{d.sessions} sessions"
+        rows.append([d.name, d.adapter, str(d.qubits), d.vendor, d.technology, sharing,
+                     str(target)])
+    print(format_rows(rows))
+    return 0
+
+
+def cmd_devices_probe(args: argparse.Namespace) -> int:
+    from . import devices, inventory
+
+    inv = inventory.load(args.devices)
+    snaps = devices.probe(inv, timeout=args.timeout)
+    if args.json:
+        print(json.dumps([s.to_dict() for s in snaps], indent=2))
+    else:
+        print(devices.format_table(snaps))
+    return 0
+
+
+# -- jobspec / submit ----------------------------------------------------------------------
+
+
+def _view(args: argparse.Namespace, handle=None):
+    """Current devices: from --graph FILE, else from the enclosing instance's Fluxion."""
+    from . import jobspec
+
+    if getattr(args, "graph", None):
+        from . import graph
+
+        return jobspec.view_from_graph(graph.read(args.graph), f"graph file {args.graph}")
+    if handle is None:
+        if not os.environ.get("FLUX_URI"):
+            raise FluxqrError("no device information: not inside a Flux instance",
+                              fix="run inside one (flux start / flux alloc), or pass "
+                                  "--graph R_OR_JGF")
+        from . import instance
+
+        handle = instance.connect()
+    from . import instance
+
+    return jobspec.view_from_jgf(instance.find_jgf(handle), "running Fluxion")
+
+
+def cmd_jobspec(args: argparse.Namespace) -> int:
+    from . import jobspec
+
+    req = jobspec.load_request(args.file)
+    view = _view(args) if req.quantum else None
+    js = jobspec.translate(req, view)
+    print(json.dumps(js, indent=2 if args.pretty else None, sort_keys=False))
+    return 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from . import instance, jobspec
+
+    req = jobspec.load_request(args.file)
+    handle = instance.connect()
+    if req.quantum:
+        instance.check_validator(handle)
+    view = _view(args, handle) if req.quantum else None
+    js = jobspec.translate(req, view)
+    if req.quantum:
+        instance.check_feasible(handle, js)
+    if args.dry_run:
+        print(json.dumps(js))
+        return 0
+    jobid = instance.submit(handle, js, urgency=args.urgency)
+    print(jobid.f58)
+    return 0
+
+
+# -- installation --------------------------------------------------------------------------
+
+
+def cmd_flux_install(args: argparse.Namespace) -> int:
+    from . import fluxinstall
+
+    files = fluxinstall.install(args.prefix)
+    print(f"wrote {files['command']}\nwrote {files['plugin']}\nwrote {files['module']}")
+    print("\nto use them, set in the instance's environment (or copy the files into the "
+          "system directories named in the admin guide):")
+    print(f"  export FLUX_EXEC_PATH={files['command'].parent}")
+    print(f"  export FLUX_CLI_PLUGINPATH={files['plugin'].parent}")
+    print(f"  flux module load {files['module']} [devices=FILE] [interval=SECONDS]")
+    return 0
+
+
+# -- plumbing ------------------------------------------------------------------------------
+
+
+def format_rows(rows: Sequence[Sequence[str]]) -> str:
+    """Left-aligned columns, like ``flux resource list``."""
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+                     for r in rows)
+
+
+def build_parser(prog: str = "fluxqr") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description="Flux Quantum Resources: quantum "
+                                     "devices as schedulable Flux resources.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    graph_p = sub.add_parser("graph", help="build and inspect hybrid resource graphs")
+    gsub = graph_p.add_subparsers(dest="graph_command", metavar="ACTION")
+    gsub.required = True
+    b = gsub.add_parser("build", help="build a Fluxion JGF or R with QPU vertices")
+    b.add_argument("--input", "-i", metavar="FILE",
+                   help="classical resources: an RFC 20 R (R_lite, or with 'scheduling') or a "
+                        "Fluxion JGF")
+    b.add_argument("--nodes", type=int, help="synthesize N identical nodes instead of --input")
+    b.add_argument("--cores", type=int, default=1, help="cores per synthetic node")
+    b.add_argument("--gpus", type=int, default=0, help="GPUs per synthetic node")
+    b.add_argument("--prefix", default="node", help="hostname prefix of synthetic nodes")
+    _add_devices_opt(b, required=False)
+    b.add_argument("--probe", action="store_true",
+                   help="read live device properties through the adapters first")
+    b.add_argument("--remove", action="append", metavar="NAME",
+                   help="remove a QPU from the input graph (repeatable)")
+    b.add_argument("--format", "-f", choices=("r", "jgf"), default="r",
+                   help="output an R for [resource] path= (default) or a bare JGF")
+    b.add_argument("--output", "-o", metavar="FILE",
+                   help="write atomically to FILE (default: stdout)")
+    b.set_defaults(func=cmd_graph_build)
+    s = gsub.add_parser("show", help="vertex counts and each QPU's properties")
+    s.add_argument("file", metavar="FILE", help="an R or JGF file")
+    s.add_argument("--json", action="store_true", help="machine-readable output")
+    s.set_defaults(func=cmd_graph_show)
+
+    dev_p = sub.add_parser("devices", help="the device inventory and live device reads")
+    dsub = dev_p.add_subparsers(dest="devices_command", metavar="ACTION")
+    dsub.required = True
+    lst = dsub.add_parser("list", help="list the devices in an inventory")
+    _add_devices_opt(lst)
+    lst.add_argument("--json", action="store_true")
+    lst.set_defaults(func=cmd_devices_list)
+    pr = dsub.add_parser("probe", help="read every device now and print its snapshot")
+    _add_devices_opt(pr)
+    pr.add_argument("--timeout", type=float, help="seconds per device (default: per device)")
+    pr.add_argument("--json", action="store_true")
+    pr.set_defaults(func=cmd_devices_probe)
+
+    js = sub.add_parser("jobspec", help="translate a hybrid jobspec YAML into canonical "
+                        "RFC 14 JSON (pipe it to flux job submit)")
+    js.add_argument("file", metavar="JOB.yaml")
+    js.add_argument("--graph", metavar="FILE", help="resolve devices against this R/JGF "
+                    "instead of the running Fluxion")
+    js.add_argument("--pretty", action="store_true", help="indent the JSON")
+    js.set_defaults(func=cmd_jobspec)
+    su = sub.add_parser("submit", help="submit a hybrid jobspec YAML; prints the job id")
+    su.add_argument("file", metavar="JOB.yaml")
+    su.add_argument("--urgency", type=int, help="job urgency (0-31)")
+    su.add_argument("--dry-run", action="store_true", help="print the jobspec, do not submit")
+    su.set_defaults(func=cmd_submit)
+    fi = sub.add_parser("flux-install", help="write the files through which Flux finds "
+                        "fluxqr (flux qr command, submit plugin, broker module)")
+    fi.add_argument("--prefix", required=True, metavar="DIR",
+                    help="directory to write cmd/, cli/plugins/ and modules/ into")
+    fi.set_defaults(func=cmd_flux_install)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "fluxqr") -> int:
+    parser = build_parser(prog)
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except FluxqrError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,162 @@
+"""The device inventory: ``devices.yaml``.
+
+An inventory lists the quantum devices a site schedules. Each entry names its
+adapter (``qrmi``, ``qdmi``, ``qiskit``, ``braket``) and that adapter's
+parameters, its static properties (vendor, technology, labels), how it is
+shared, and — only by environment-variable *name* — the credentials it needs.
+The format is defined by ``fluxqr/schemas/devices.schema.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from ._io import json_path, load_structured
+from .errors import InventoryError
+
+ADAPTERS = ("qrmi", "qdmi", "qiskit", "braket")
+DEFAULT_TIMEOUT = 10.0
+
+
+@cache
+def schema() -> dict[str, Any]:
+    """The devices.yaml JSON Schema shipped with the package."""
+    text = resources.files("fluxqr.schemas").joinpath("devices.schema.json").read_text()
+    return json.loads(text)
+
+
+@dataclass(frozen=True)
+class Device:
+    """One inventory entry, with defaults applied."""
+
+    name: str
+    adapter: str
+    qubits: int
+    params: dict[str, Any] = field(default_factory=dict)
+    vendor: str = "unknown"
+    technology: str = "unknown"
+    labels: dict[str, str] = field(default_factory=dict)
+    sessions: int = 1
+    exclusive: bool = True
+    timeout: float = DEFAULT_TIMEOUT
+    credentials: dict[str, str] = field(default_factory=dict)
+
+    def static_properties(self) -> dict[str, str]:
+        """Properties known without a live read (strings, as Fluxion stores them)."""
+        props = {
+            "device": self.name,
+            "adapter": self.adapter,
+            "vendor": self.vendor,
+            "technology": self.technology,
+            "num_qubits": str(self.qubits),
+            "sessions": str(self.sessions),
+        }
+        for key, value in sorted(self.labels.items()):
+            props[f"label_{key}"] = value
+        return props
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """A validated inventory: devices in file order, plus where it came from."""
+
+    devices: tuple[Device, ...]
+    path: str = "<memory>"
+    site: str | None = None
+
+    def __iter__(self):
+        return iter(self.devices)
+
+    def __len__(self) -> int:
+        return len(self.devices)
+
+    def get(self, name: str) -> Device:
+        for dev in self.devices:
+            if dev.name == name:
+                return dev
+        known = ", ".join(d.name for d in self.devices) or "none"
+        raise InventoryError(f"no device named '{name}'", where=self.path,
+                             fix=f"known devices: {known}")
+
+    def kinds(self) -> set[str]:
+        return {d.adapter for d in self.devices}
+
+
+def _schema_error_line(err: Any) -> str:
+    loc = json_path(err.absolute_path)
+    if err.validator == "additionalProperties":
+        return f"{loc}: {err.message} (remove it, or check its spelling)"
+    if err.validator == "enum" and err.absolute_path and err.absolute_path[-1] == "adapter":
+        return f"{loc}: unknown adapter {err.instance!r} (use one of: {', '.join(ADAPTERS)})"
+    if err.validator == "pattern" and "credentials" in list(err.absolute_path):
+        return (f"{loc}: credentials must name an environment variable, not hold a secret "
+                f"(e.g. MY_SITE_API_KEY)")
+    return f"{loc}: {err.message}"
+
+
+def parse(data: Any, path: str = "<memory>") -> Inventory:
+    """Validate inventory data (already parsed YAML/JSON) and build an :class:`Inventory`.
+
+    Raises:
+        InventoryError: with one line naming the file, the field and the fix.
+    """
+    import jsonschema  # lazy: only commands that read inventories pay for it
+
+    if not isinstance(data, dict):
+        raise InventoryError("expected a mapping with 'version: 1' and 'devices:'", where=path,
+                             fix="see the devices.yaml reference in the docs")
+    validator = jsonschema.Draft202012Validator(schema())
+    errors = sorted(validator.iter_errors(data), key=lambda e: (len(e.absolute_path), e.path))
+    if errors:
+        # The deepest error is usually the precise one (oneOf/if-then wrap others).
+        best = jsonschema.exceptions.best_match(errors)
+        raise InventoryError(_schema_error_line(best), where=path)
+    defaults = data.get("defaults", {})
+    seen: dict[str, int] = {}
+    devices = []
+    for i, entry in enumerate(data["devices"]):
+        name = entry["name"]
+        if name in seen:
+            raise InventoryError(f"devices[{i}].name: duplicate device name '{name}' "
+                                 f"(also devices[{seen[name]}])", where=path,
+                                 fix="give every device a unique name")
+        seen[name] = i
+        sharing = entry.get("sharing", defaults.get("sharing", {"exclusive": True}))
+        sessions = int(sharing.get("sessions", 1))
+        devices.append(Device(
+            name=name,
+            adapter=entry["adapter"],
+            qubits=int(entry["qubits"]),
+            params=dict(entry.get("params", {})),
+            vendor=entry.get("vendor", "unknown"),
+            technology=entry.get("technology", "unknown"),
+            labels=dict(entry.get("labels", {})),
+            sessions=sessions,
+            exclusive="exclusive" in sharing,
+            timeout=float(entry.get("timeout", defaults.get("timeout", DEFAULT_TIMEOUT))),
+            credentials=dict(entry.get("credentials", {})),
+        ))
+    return Inventory(devices=tuple(devices), path=path, site=data.get("site"))
+
+
+def load(path: str | os.PathLike) -> Inventory:
+    """Read and validate a devices.yaml (or .json) file."""
+    data = load_structured(path, "devices")
+    inv = parse(data, str(path))
+    base = Path(path).resolve().parent
+    # Relative paths inside the inventory are relative to the file, as a user expects.
+    fixed = []
+    for dev in inv.devices:
+        params = dict(dev.params)
+        for key in ("config_file", "library"):
+            if key in params and not os.path.isabs(params[key]):
+                params[key] = str(base / params[key])
+        fixed.append(Device(**{**dev.__dict__, "params": params}))
+    return Inventory(devices=tuple(fixed), path=str(path), site=inv.site)
+

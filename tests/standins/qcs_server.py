@@ -1,0 +1,386 @@
+"""A loopback stand-in for IBM's Quantum Compute Service (QCS) REST API and its IAM.
+
+It speaks the subset that qrmi 0.26 calls for an ``ibm-quantum-compute-service``
+resource (learnt by logging what the real client requests):
+
+    POST   /identity/token                   IAM: API key -> bearer token
+    GET    /backends                         device list: status {name, reason}, queue_length
+    GET    /backends/{name}/status           legacy status (is_accessible)
+    GET    /backends/{name}/configuration    IBM configuration JSON
+    GET    /backends/{name}/properties       IBM properties JSON (calibration)
+    GET    /jobs?pending=true&backend=…      pending jobs (the queue)
+    POST   /sessions                         acquire: open a session
+    GET    /sessions/{id}                    session details
+    PATCH  /sessions/{id}                    release: stop accepting jobs (close)
+    DELETE /sessions/{id}/close              release: cancel a session with pending jobs
+
+Calibration is the JSON a qiskit-ibm-runtime fake backend ships (``fake_fez`` by
+default), served under that backend's real name (``ibm_fez``).
+
+Test-only endpoints: ``GET/POST /_control`` (read/set knobs as JSON), ``GET /_log``
+(requests seen, and the acquire/release log), ``POST /_reset`` (clear the logs).
+
+Knobs: ``queue_length`` (pending jobs), ``offline`` (backend offline), ``reason``
+(status reason while offline), ``slow`` (seconds to stall every API reply),
+``garbage`` (malformed JSON replies), ``down`` (HTTP 503 everywhere), ``apikey``
+(if set, the only API key IAM accepts, and API calls then need a token it issued).
+
+Point qrmi at it with the variables from :meth:`QCSStandIn.qrmi_config` — as a
+``QuantumResource.from_config`` dict, or as ``<resource_id>_QRMI_IBM_QCS_*``
+environment variables (:meth:`QCSStandIn.qrmi_env`). Out of process::
+
+    python -m tests.standins.qcs_server --port 8765 --backend fake_fez
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import itertools
+import json
+import signal
+import sys
+import threading
+import time
+import urllib.parse
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+DEFAULT_CRN = "crn:v1:bluemix:public:quantum-computing:us-east:a/standin::"
+KNOBS: dict[str, Any] = {
+    "queue_length": 0,
+    "offline": False,
+    "reason": "offline for repairs",
+    "slow": 0.0,
+    "garbage": False,
+    "down": False,
+    "apikey": None,
+}
+
+
+def fake_backend_files(backend: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The configuration and properties JSON of a qiskit-ibm-runtime fake backend.
+
+    ``backend`` is its name, ``fake_fez`` or ``fez``. Read from the package's data files
+    so that the server does not pay for importing qiskit.
+    """
+    short = backend.removeprefix("fake_")
+    spec = importlib.util.find_spec("qiskit_ibm_runtime")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the QCS stand-in needs qiskit-ibm-runtime for its calibration data")
+    base = Path(next(iter(spec.submodule_search_locations))) / "fake_provider" / "backends"
+    folder = base / short
+    if not folder.is_dir():
+        known = sorted(p.name for p in base.iterdir() if (p / f"conf_{p.name}.json").exists())
+        raise ValueError(f"no fake backend '{backend}' (known: {', '.join(known)})")
+    conf = json.loads((folder / f"conf_{short}.json").read_text())
+    props = json.loads((folder / f"props_{short}.json").read_text())
+    return conf, props
+
+
+class QCSStandIn:
+    """The server: start it (or use it as a context manager), then point qrmi at :attr:`url`."""
+
+    def __init__(self, backend: str = "fake_fez", *, name: str | None = None,
+                 host: str = "127.0.0.1", port: int = 0, crn: str = DEFAULT_CRN,
+                 **knobs: Any):
+        self.configuration, self.properties = fake_backend_files(backend)
+        self.name = name or self.configuration["backend_name"]
+        self.configuration = {**self.configuration, "backend_name": self.name}
+        self.properties = {**self.properties, "backend_name": self.name}
+        self.crn = crn
+        self._lock = threading.Lock()
+        self._knobs = dict(KNOBS)
+        self.set(**knobs)
+        self.requests: list[dict[str, Any]] = []
+        self.sessions_log: list[dict[str, Any]] = []
+        self.sessions: dict[str, dict[str, Any]] = {}
+        self._ids = itertools.count(1)
+        self._tokens: set[str] = set()
+        self._stopping = threading.Event()
+        self._server = ThreadingHTTPServer((host, port), _make_handler(self))
+        # A stalled ("slow") reply must not keep the test process alive or block close().
+        self._server.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> QCSStandIn:
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        name="qcs-standin", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()  # wakes handlers sleeping on the "slow" knob
+        self._server.shutdown()
+        self._server.server_close()
+
+    def __enter__(self) -> QCSStandIn:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- knobs and logs --------------------------------------------------------------------
+
+    def set(self, **knobs: Any) -> dict[str, Any]:
+        """Change knobs; unknown names are an error. Returns all knobs."""
+        unknown = set(knobs) - set(KNOBS)
+        if unknown:
+            raise ValueError(f"unknown knob(s) {sorted(unknown)}; known: {sorted(KNOBS)}")
+        with self._lock:
+            self._knobs.update(knobs)
+            return dict(self._knobs)
+
+    def knobs(self) -> dict[str, Any]:
+        with self._lock:
+            return dict(self._knobs)
+
+    def log(self) -> dict[str, Any]:
+        with self._lock:
+            return {"requests": list(self.requests), "sessions": list(self.sessions_log)}
+
+    def reset(self) -> None:
+        with self._lock:
+            self.requests.clear()
+            self.sessions_log.clear()
+
+    def qrmi_config(self) -> dict[str, str]:
+        """Non-secret QRMI settings for this server (variable suffix -> value)."""
+        return {
+            "QRMI_IBM_QCS_ENDPOINT": self.url,
+            "QRMI_IBM_QCS_IAM_ENDPOINT": self.url,
+            "QRMI_IBM_QCS_SERVICE_CRN": self.crn,
+        }
+
+    def qrmi_env(self, resource_id: str | None = None, apikey: str = "standin-key") -> dict[str, str]:
+        """The same settings plus an API key as ``<resource_id>_QRMI_IBM_QCS_*`` variables."""
+        rid = resource_id or self.name
+        cfg = {**self.qrmi_config(), "QRMI_IBM_QCS_IAM_APIKEY": apikey}
+        return {f"{rid}_{k}": v for k, v in cfg.items()}
+
+    # -- replies ---------------------------------------------------------------------------
+
+    def _pending_jobs(self, count: int, backend: str) -> list[dict[str, Any]]:
+        created = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
+        return [{"id": f"standin-job-{i}", "backend": backend, "status": "Queued",
+                 "state": {"status": "Queued"}, "program": {"id": "sampler"},
+                 "created": created, "cost": 600} for i in range(count)]
+
+    def _session(self, sid: str) -> dict[str, Any]:
+        return self.sessions[sid]
+
+    def handle(self, method: str, path: str, query: dict[str, list[str]], body: bytes,
+               authorization: str = "") -> tuple[int, Any]:
+        """Reply to one API request: (HTTP status, JSON-able body or None for no content)."""
+        knobs = self.knobs()
+        parts = [p for p in path.split("/") if p]
+        if method == "POST" and parts == ["identity", "token"]:
+            form = urllib.parse.parse_qs(body.decode("utf-8", "replace"))
+            if knobs["apikey"] is not None and form.get("apikey", [""])[0] != knobs["apikey"]:
+                return 400, {"errorCode": "BXNIM0415E", "errorMessage": "Provided API key could "
+                             "not be found."}
+            now = int(time.time())
+            token = f"standin-token-{next(self._ids)}"
+            with self._lock:
+                self._tokens.add(token)
+            return 200, {"access_token": token,
+                         "refresh_token": "not_supported", "token_type": "Bearer",
+                         "expires_in": 3600, "expiration": now + 3600, "scope": "ibm openid"}
+        if knobs["apikey"] is not None and authorization.removeprefix("Bearer ") not in self._tokens:
+            return 401, {"errors": [{"code": 1003, "message": "Unauthorized"}]}
+        status_name = "offline" if knobs["offline"] else "online"
+        if method == "GET" and parts == ["backends"]:
+            device = {"name": self.name, "is_simulator": False,
+                      "qubits": self.configuration.get("n_qubits"),
+                      "queue_length": int(knobs["queue_length"]),
+                      "status": {"name": status_name}}
+            if knobs["offline"]:
+                device["status"]["reason"] = knobs["reason"]
+            return 200, {"devices": [device]}
+        if len(parts) == 3 and parts[0] == "backends" and method == "GET":
+            if parts[1] != self.name:
+                return 404, {"errors": [{"message": f"backend {parts[1]} not found"}]}
+            if parts[2] == "configuration":
+                return 200, self.configuration
+            if parts[2] == "properties":
+                return 200, self.properties
+            if parts[2] == "status":
+                return 200, {"state": not knobs["offline"],
+                             "status": knobs["reason"] if knobs["offline"] else "active",
+                             "message": knobs["reason"] if knobs["offline"] else "",
+                             "length_queue": int(knobs["queue_length"]),
+                             "backend_version": self.configuration.get("backend_version")}
+        if method == "GET" and parts == ["jobs"]:
+            pending = query.get("pending", ["false"])[0] == "true"
+            backend = query.get("backend", [self.name])[0]
+            count = 0
+            if pending and "session_id" not in query and backend == self.name:
+                count = int(knobs["queue_length"])
+            jobs = self._pending_jobs(count, backend)
+            limit = int(query.get("limit", ["200"])[0])
+            return 200, {"jobs": jobs[:limit], "count": count, "offset": 0, "limit": limit}
+        if parts and parts[0] == "sessions":
+            return self._sessions(method, parts, body)
+        return 404, {"errors": [{"message": f"no route {method} {path}"}]}
+
+    def _sessions(self, method: str, parts: list[str], body: bytes) -> tuple[int, Any]:
+        now = time.time()
+        if method == "POST" and len(parts) == 1:
+            req = json.loads(body or b"{}")
+            sid = f"standin-session-{next(self._ids)}"
+            max_ttl = int(req.get("max_ttl") or 28800)
+            with self._lock:
+                self.sessions[sid] = {
+                    "id": sid, "backend_name": req.get("backend_name") or req.get("backend"),
+                    "mode": req.get("mode", "dedicated"), "state": "open",
+                    "accepting_jobs": True, "max_ttl": max_ttl, "active_ttl": max_ttl,
+                    "interactive_ttl": 60,
+                    "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
+                }
+                self.sessions_log.append({"op": "acquire", "session_id": sid, "time": now,
+                                          "backend": self.sessions[sid]["backend_name"]})
+            return 200, self.sessions[sid]
+        sid = parts[1] if len(parts) > 1 else ""
+        if sid not in self.sessions:
+            return 404, {"errors": [{"message": f"session {sid} not found"}]}
+        if method == "GET" and len(parts) == 2:
+            return 200, self._session(sid)
+        if (method == "PATCH" and len(parts) == 2) or (method == "DELETE" and parts[2:] == ["close"]):
+            how = "close" if method == "PATCH" else "cancel"
+            with self._lock:
+                sess = self.sessions[sid]
+                sess.update(state="closed", accepting_jobs=False)
+                self.sessions_log.append({"op": "release", "session_id": sid, "how": how,
+                                          "time": now, "backend": sess["backend_name"]})
+            return 204, None
+        return 404, {"errors": [{"message": f"no route {method} /{'/'.join(parts)}"}]}
+
+
+def _make_handler(server: QCSStandIn) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            pass  # the structured log in server.requests replaces stderr noise
+
+        def _reply(self, code: int, payload: Any, raw: bytes | None = None) -> None:
+            data = raw if raw is not None else (b"" if payload is None
+                                                else json.dumps(payload).encode())
+            self.send_response(code)
+            if data:
+                self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            if data:
+                try:
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up (a timeout test); nothing to tell it
+
+        def _control(self, method: str, path: str, body: bytes) -> None:
+            if path == "/_control" and method == "GET":
+                return self._reply(200, server.knobs())
+            if path == "/_control" and method == "POST":
+                try:
+                    return self._reply(200, server.set(**json.loads(body or b"{}")))
+                except (ValueError, TypeError) as err:
+                    return self._reply(400, {"error": str(err)})
+            if path == "/_log" and method == "GET":
+                return self._reply(200, server.log())
+            if path == "/_reset" and method == "POST":
+                server.reset()
+                return self._reply(200, {"ok": True})
+            return self._reply(404, {"error": f"no control route {method} {path}"})
+
+        def _handle(self) -> None:
+            url = urllib.parse.urlsplit(self.path)
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            if url.path.startswith("/_"):
+                return self._control(self.command, url.path, body)
+            with server._lock:
+                server.requests.append({"method": self.command, "path": url.path,
+                                        "query": url.query, "time": time.time(),
+                                        "authorized": self.headers.get("Authorization", "")
+                                        .startswith("Bearer standin-token-")})
+            knobs = server.knobs()
+            if knobs["slow"]:
+                server._stopping.wait(float(knobs["slow"]))
+            if knobs["down"]:
+                return self._reply(503, {"errors": [{"message": "service unavailable"}]})
+            if knobs["garbage"] and url.path != "/identity/token":
+                return self._reply(200, None, raw=b'{"devices": [{"name": "ibm_fez", "stat')
+            code, payload = server.handle(self.command, url.path,
+                                          urllib.parse.parse_qs(url.query), body,
+                                          self.headers.get("Authorization", ""))
+            self._reply(code, payload)
+
+        do_GET = do_POST = do_PATCH = do_DELETE = do_PUT = _handle
+
+    return Handler
+
+
+class QCSControl:
+    """Client for the control endpoints of an out-of-process stand-in."""
+
+    def __init__(self, url: str, timeout: float = 5.0):
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+
+    def _call(self, method: str, path: str, payload: Any = None) -> Any:
+        data = None if payload is None else json.dumps(payload).encode()
+        req = urllib.request.Request(self.url + path, data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+            return json.loads(resp.read() or b"null")
+
+    def set(self, **knobs: Any) -> dict[str, Any]:
+        return self._call("POST", "/_control", knobs)
+
+    def knobs(self) -> dict[str, Any]:
+        return self._call("GET", "/_control")
+
+    def log(self) -> dict[str, Any]:
+        return self._call("GET", "/_log")
+
+    def reset(self) -> None:
+        self._call("POST", "/_reset", {})
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Loopback stand-in for IBM QCS + IAM.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--backend", default="fake_fez", help="qiskit-ibm-runtime fake backend")
+    parser.add_argument("--name", help="backend name to serve (default: the fake's real name)")
+    parser.add_argument("--queue-length", type=int, default=0)
+    parser.add_argument("--offline", action="store_true")
+    parser.add_argument("--slow", type=float, default=0.0)
+    parser.add_argument("--garbage", action="store_true")
+    args = parser.parse_args(argv)
+    server = QCSStandIn(args.backend, name=args.name, host=args.host, port=args.port,
+                        queue_length=args.queue_length, offline=args.offline, slow=args.slow,
+                        garbage=args.garbage)
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    signal.signal(signal.SIGINT, lambda *_: done.set())
+    server.start()
+    print(server.url, flush=True)  # first line of stdout: how a parent process finds us
+    print(f"serving backend {server.name}; control: POST {server.url}/_control, "
+          f"GET {server.url}/_log", file=sys.stderr, flush=True)
+    done.wait()
+    server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
