@@ -284,8 +284,11 @@ _DECISION_KEYS = ("num_qubits", "status", "error_2q", "t1_us", "queue_depth", "c
 def _fails_live(q: QpuInfo, req: QuantumRequest) -> list[str]:
     """Why ``q`` misses the live requirements (empty: it meets them)."""
     why = []
-    if req.online and (not q.up or q.properties.get("status") != "online"):
-        why.append(f"status={q.properties.get('status', 'unknown') if q.up else 'down'}")
+    status = q.properties.get("status", "unknown")
+    if req.online and not q.up:
+        why.append(f"down (status={status})")
+    elif req.online and status != "online":
+        why.append(f"status={status}")
     for key, prop, ok in (("max_error_2q", "error_2q", lambda v, lim: v <= lim),
                           ("min_t1_us", "t1_us", lambda v, lim: v >= lim),
                           ("max_queue", "queue_depth", lambda v, lim: v <= lim)):
@@ -351,8 +354,11 @@ def resolve(req: QuantumRequest, view: ResourceView) -> Resolution:
     live = req.live
     qualified = [q for q in pool if not _fails_live(q, req)] if live else list(pool)
     if len(qualified) < req.qpus:
-        limits = ", ".join(f"{k}={v}" for k, v in live.items())
-        closest = sorted(pool, key=lambda q: (len(_fails_live(q, req)), q.name))[:3]
+        limits = ", ".join(f"{k}={str(v).lower() if isinstance(v, bool) else v}"
+                           for k, v in live.items())
+        # Closest first: fewest misses, and a known value ahead of an unknown one.
+        closest = sorted(pool, key=lambda q: (len(_fails_live(q, req)), sum(
+            "unknown" in w for w in _fails_live(q, req)), q.name))[:3]
         detail = "; ".join(f"{q.name}: {', '.join(_fails_live(q, req))}" for q in closest)
         raise JobspecError(f"no{'' if req.qpus == 1 else ' ' + str(req.qpus)} QPU meets the "
                            f"requirements ({limits}); closest: {detail}",

@@ -150,3 +150,24 @@ class FluxInstance:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def fluxqr_env(directory: Path) -> dict[str, str]:
+    """Install fluxqr's Flux shims under ``directory``; the env that makes Flux find them."""
+    from fluxqr import fluxinstall
+
+    files = fluxinstall.install(directory)
+    return {"FLUX_EXEC_PATH": str(files["command"].parent),
+            "FLUX_CLI_PLUGINPATH": str(files["plugin"].parent),
+            "FLUXQR_MODULE": str(files["module"])}
+
+
+def build_r(path: Path, nodes: int = 2, cores: int = 4, devices: Path | None = None) -> Path:
+    """A synthetic R (hosts node0..) with the given devices, as `fluxqr graph build` writes it."""
+    from fluxqr import graph, inventory
+
+    g = graph.synthesize(nodes, cores)
+    if devices:
+        graph.add_devices(g, inventory.load(devices))
+    graph.write_r(g, path)
+    return path

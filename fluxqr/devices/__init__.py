@@ -40,7 +40,7 @@ ADAPTER_CLASSES = {
 }
 
 #: Longest failure reason kept in a snapshot (one line; SDK errors can be huge).
-MAX_REASON = 300
+MAX_REASON = 500
 
 
 def adapter_for(device: Device) -> Adapter:

@@ -131,8 +131,8 @@ class QrmiAdapter(Adapter):
 
     def _fail(self, action: str, err: Exception) -> FluxqrError:
         text = scrub(" ".join(str(err).split()), self.credential_values().values())
-        return FluxqrError(f"device '{self.device.name}': QRMI {action} failed: "
-                           f"{type(err).__name__}: {text}")
+        kind = type(err).__name__.rstrip("_")  # qrmi's base class is "QrmiError_"
+        return FluxqrError(f"device '{self.device.name}': QRMI {action} failed: {kind}: {text}")
 
     def resource(self) -> Any:
         """The ``qrmi.QuantumResource`` for this device (built once per adapter)."""

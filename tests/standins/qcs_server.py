@@ -22,7 +22,8 @@ Test-only endpoints: ``GET/POST /_control`` (read/set knobs as JSON), ``GET /_lo
 
 Knobs: ``queue_length`` (pending jobs), ``offline`` (backend offline), ``reason``
 (status reason while offline), ``slow`` (seconds to stall every API reply),
-``garbage`` (malformed JSON replies), ``down`` (HTTP 503 everywhere), ``apikey``
+``garbage`` (malformed JSON replies), ``down`` (HTTP 503 everywhere),
+``calibration_down`` (HTTP 503 for configuration/properties only), ``apikey``
 (if set, the only API key IAM accepts, and API calls then need a token it issued).
 
 Point qrmi at it with the variables from :meth:`QCSStandIn.qrmi_config` — as a
@@ -56,6 +57,7 @@ KNOBS: dict[str, Any] = {
     "slow": 0.0,
     "garbage": False,
     "down": False,
+    "calibration_down": False,
     "apikey": None,
 }
 
@@ -209,6 +211,8 @@ class QCSStandIn:
         if len(parts) == 3 and parts[0] == "backends" and method == "GET":
             if parts[1] != self.name:
                 return 404, {"errors": [{"message": f"backend {parts[1]} not found"}]}
+            if parts[2] in ("configuration", "properties") and knobs["calibration_down"]:
+                return 503, {"errors": [{"message": "calibration service unavailable"}]}
             if parts[2] == "configuration":
                 return 200, self.configuration
             if parts[2] == "properties":
