@@ -175,6 +175,57 @@ def cmd_submit(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- refresh / status ----------------------------------------------------------------------
+
+
+def cmd_refresh(args: argparse.Namespace) -> int:
+    from . import inventory, refresh
+
+    inv = inventory.load(args.devices)
+    if args.graph:
+        target = refresh.GraphFileTarget(args.graph)
+    else:
+        from . import instance
+
+        target = refresh.FluxionTarget(instance.connect())
+    r = refresh.Refresher(inv, target, failure_threshold=args.failure_threshold,
+                          timeout=args.timeout)
+
+    def report(rep: refresh.CycleReport) -> None:
+        down = sorted(s.name for s in r.states.values() if s.path and not s.up)
+        print(f"cycle {r.cycles}: {rep.rpcs} RPCs, {rep.changes} changes, {len(rep.errors)} "
+              f"errors, {rep.seconds:.2f} s; down: {', '.join(down) or 'none'}", flush=True)
+        for err in rep.errors:
+            print(f"  error: {err}", file=sys.stderr, flush=True)
+
+    if args.interval is None:
+        report(r.cycle())
+        return 0
+    if args.interval <= 0:
+        raise FluxqrError(f"--interval must be > 0 (got {args.interval})")
+    refresh.run_forever(r, args.interval, on_cycle=report)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from . import instance, refresh
+
+    handle = instance.connect()
+    try:
+        status = instance.rpc(handle, "fluxqr.status")
+    except OSError as exc:
+        if exc.errno == 38:  # ENOSYS: nobody answers fluxqr.status
+            raise FluxqrError("the fluxqr refresh module is not loaded in this instance",
+                              fix="flux module load <prefix>/modules/fluxqr.py devices=FILE "
+                                  "(see fluxqr flux-install)") from None
+        raise FluxqrError(f"fluxqr.status failed: {exc.strerror or exc}") from None
+    if args.json:
+        print(json.dumps(status, indent=2))
+    else:
+        print(refresh.format_status(status))
+    return 0
+
+
 # -- installation --------------------------------------------------------------------------
 
 
@@ -258,6 +309,23 @@ def build_parser(prog: str = "fluxqr") -> argparse.ArgumentParser:
     su.add_argument("--urgency", type=int, help="job urgency (0-31)")
     su.add_argument("--dry-run", action="store_true", help="print the jobspec, do not submit")
     su.set_defaults(func=cmd_submit)
+    rf = sub.add_parser("refresh", help="push live device properties and status into the "
+                        "running Fluxion (or a graph file)")
+    _add_devices_opt(rf)
+    mode = rf.add_mutually_exclusive_group()
+    mode.add_argument("--once", action="store_true", help="one cycle, then exit (default)")
+    mode.add_argument("--interval", type=float, metavar="SECONDS",
+                      help="run a cycle every SECONDS until interrupted")
+    rf.add_argument("--graph", metavar="FILE",
+                    help="offline: update this R/JGF file atomically instead of an instance")
+    rf.add_argument("--timeout", type=float, metavar="SECONDS",
+                    help="seconds per device read (default: per device)")
+    rf.add_argument("--failure-threshold", type=int, default=3, metavar="N",
+                    help="failed reads in a row before a device goes down (default 3)")
+    rf.set_defaults(func=cmd_refresh)
+    st = sub.add_parser("status", help="the refresh module's view of every device")
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(func=cmd_status)
     fi = sub.add_parser("flux-install", help="write the files through which Flux finds "
                         "fluxqr (flux qr command, submit plugin, broker module)")
     fi.add_argument("--prefix", required=True, metavar="DIR",

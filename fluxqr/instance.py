@@ -71,7 +71,7 @@ def set_property(handle: Any, paths: Iterable[str], key: str, value: str) -> Non
 
 def remove_property(handle: Any, paths: Iterable[str], key: str) -> None:
     rpc(handle, f"{RESOURCE}.remove_property",
-        {"rp_resource_path": list(paths), "rp_key": key})
+        {"resource_path": list(paths), "key": key})
 
 
 def get_property(handle: Any, path: str, key: str) -> list[str]:

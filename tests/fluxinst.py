@@ -37,6 +37,9 @@ args = ["--require-version=any"]
 
 [sched-fluxion-resource]
 match-format = "rv1"
+
+[sched-fluxion-qmanager]
+queue-policy = "easy"
 """
 
 

@@ -7,17 +7,23 @@ imported only when a device of that kind is read.
 :func:`read` and :func:`probe` never raise: an exception, a timeout, an HTTP error
 or a malformed payload becomes a snapshot with status ``unknown`` and the reason.
 Reads run in daemon threads, so a hung SDK call neither delays the other devices
-nor keeps the interpreter from exiting.
+nor keeps the interpreter from exiting. Those threads are reused and never exit:
+qiskit 2.6 crashes the process when a thread that first built a ``Target`` or a
+``Parameter`` exits, so SDK work must only ever happen in long-lived threads.
 """
 
 from __future__ import annotations
 
 import importlib
+import itertools
 import logging
 import os
+import queue
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import TYPE_CHECKING, Any
 
 from ..errors import FluxqrError
@@ -67,45 +73,78 @@ def _reason(err: BaseException, device: Device) -> str:
     return text if len(text) <= MAX_REASON else text[: MAX_REASON - 1] + "…"
 
 
-class _Read:
-    """One read of one device, running in its own daemon thread."""
+class _DaemonPool:
+    """Daemon worker threads that are reused and never exit; grows when all are busy.
 
-    def __init__(self, device: Device, timeout: float | None):
-        self.device = device
-        self.timeout = device.timeout if timeout is None else float(timeout)
-        self.result: DeviceSnapshot | None = None
-        self.error: BaseException | None = None
-        self.deadline = time.monotonic() + self.timeout
-        self.thread = threading.Thread(target=self._run, daemon=True,
-                                       name=f"fluxqr-read-{device.name}")
-        self.thread.start()
+    A worker stuck in a hung SDK call stays stuck (and counts as busy); the next job
+    gets a fresh worker. Unlike ``ThreadPoolExecutor``, nothing joins these threads
+    at interpreter exit.
+    """
 
-    def _run(self) -> None:
-        try:
-            self.result = adapter_for(self.device).read()
-        except BaseException as err:  # noqa: BLE001 - every failure becomes a snapshot
-            self.error = err
+    def __init__(self, prefix: str):
+        self._prefix = prefix
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._idle = 0
+        self._ids = itertools.count(1)
 
-    def finish(self) -> DeviceSnapshot:
-        self.thread.join(max(0.0, self.deadline - time.monotonic()))
-        dev = self.device
-        if self.thread.is_alive():
-            reason = f"timed out after {self.timeout:g} s"
-        elif self.error is not None:
-            reason = _reason(self.error, dev)
-        elif not isinstance(self.result, DeviceSnapshot):
-            reason = f"adapter returned {type(self.result).__name__}, not a DeviceSnapshot"
-        elif self.result.device != dev.name:
-            reason = f"adapter returned a snapshot of '{self.result.device}'"
+    def submit(self, fn: Callable[[], Any]) -> Future:
+        future: Future = Future()
+        with self._lock:
+            self._jobs.put((future, fn))
+            if self._idle:
+                self._idle -= 1  # an idle worker will take it
+            else:
+                threading.Thread(target=self._work, daemon=True,
+                                 name=f"{self._prefix}-{next(self._ids)}").start()
+        return future
+
+    def _work(self) -> None:
+        while True:
+            future, fn = self._jobs.get()
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn())
+                except BaseException as err:  # handed to the waiting reader
+                    future.set_exception(err)
+            with self._lock:
+                self._idle += 1
+
+
+_POOL = _DaemonPool("fluxqr-read")
+
+
+def _start(device: Device) -> Future:
+    return _POOL.submit(lambda: adapter_for(device).read())
+
+
+def _finish(device: Device, future: Future, timeout: float, start: float) -> DeviceSnapshot:
+    """The snapshot of a read started at ``start``, or a failed one (error, timeout, …)."""
+    try:
+        result = future.result(timeout=max(0.0, start + timeout - time.monotonic()))
+        if not isinstance(result, DeviceSnapshot):
+            reason = f"adapter returned {type(result).__name__}, not a DeviceSnapshot"
+        elif result.device != device.name:
+            reason = f"adapter returned a snapshot of '{result.device}'"
         else:
-            return self.result
-        log.info("device %s (%s): read failed: %s", dev.name, dev.adapter, reason)
-        return DeviceSnapshot.failed(dev.name, dev.adapter, reason)
+            return result
+    except FutureTimeout:
+        future.cancel()  # a read still queued never starts; a running one is abandoned
+        reason = f"timed out after {timeout:g} s"
+    except BaseException as err:  # every failure becomes a snapshot
+        reason = _reason(err, device)
+    log.info("device %s (%s): read failed: %s", device.name, device.adapter, reason)
+    return DeviceSnapshot.failed(device.name, device.adapter, reason)
+
+
+def _timeout(device: Device, timeout: float | None) -> float:
+    return device.timeout if timeout is None else float(timeout)
 
 
 def read(device: Device, timeout: float | None = None) -> DeviceSnapshot:
     """Read one device; never raises. ``timeout`` defaults to ``device.timeout`` (seconds)."""
-    return _Read(device, timeout).finish()
+    start = time.monotonic()
+    return _finish(device, _start(device), _timeout(device, timeout), start)
 
 
 def probe(devices: Inventory | Iterable[Device],
@@ -123,10 +162,12 @@ def probe(devices: Inventory | Iterable[Device],
             from .qdmi_adapter import register_libraries
 
             register_libraries(qdmi)
-        except Exception as err:  # noqa: BLE001 - each read reports its own problem
+        except Exception as err:  # each read reports its own problem
             log.debug("registering QDMI libraries failed: %s", err)
-    reads = [_Read(d, timeout) for d in devices]
-    return [r.finish() for r in reads]
+    start = time.monotonic()
+    futures = [_start(d) for d in devices]
+    return [_finish(d, f, _timeout(d, timeout), start)
+            for d, f in zip(devices, futures, strict=True)]
 
 
 def _cell(value: Any, kind: str = "") -> str:

@@ -160,8 +160,9 @@ def target_summary(target: Any, extra: str = "qiskit") -> dict[str, Any]:
 
     1q error: median over every (1-qubit gate, qubit) with a known error (measure,
     delay, reset and other non-gates excluded, and virtual gates — zero duration and
-    zero error, like IBM's ``rz`` — too, as they would drag the median towards 0). 2q error: median over couplers of
-    their best 2-qubit gate error, dead couplers (error >= 1) left out and counted.
+    zero error, like IBM's ``rz`` — too, as they would drag the median towards 0).
+    2q error: median over couplers of their best 2-qubit gate error, dead couplers
+    (error >= 1) left out and counted.
     Readout: median ``measure`` error. T1/T2: medians of ``target.qubit_properties``
     in microseconds. A 2-qubit gate defined on all qubits (a simulator) means fully
     connected.

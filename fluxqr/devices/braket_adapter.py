@@ -171,10 +171,14 @@ class BraketAdapter(Adapter):
         with SDK_LOCK:
             require("braket.aws", EXTRA)
         device = self.backend()  # network: GetDevice, outside the lock
+        props = device.properties
+        if props is None:  # AwsDevice only warns when the document does not parse
+            raise FluxqrError(f"device '{self.device.name}': Braket returned a capabilities "
+                              f"document that amazon-braket-schemas cannot parse")
         raw = _text(device.status).upper()
         queue = device.queue_depth()  # network: GetDevice again, for the live queue
         with SDK_LOCK:
-            fields = capabilities_summary(device.properties)
+            fields = capabilities_summary(props)
         reason = "retired" if raw == "RETIRED" else ""
         status = STATUS.get(raw, "unknown")
         if status == "online" and not device.is_available:

@@ -163,7 +163,8 @@ class QCSStandIn:
             "QRMI_IBM_QCS_SERVICE_CRN": self.crn,
         }
 
-    def qrmi_env(self, resource_id: str | None = None, apikey: str = "standin-key") -> dict[str, str]:
+    def qrmi_env(self, resource_id: str | None = None,
+                 apikey: str = "standin-key") -> dict[str, str]:
         """The same settings plus an API key as ``<resource_id>_QRMI_IBM_QCS_*`` variables."""
         rid = resource_id or self.name
         cfg = {**self.qrmi_config(), "QRMI_IBM_QCS_IAM_APIKEY": apikey}
@@ -197,7 +198,8 @@ class QCSStandIn:
             return 200, {"access_token": token,
                          "refresh_token": "not_supported", "token_type": "Bearer",
                          "expires_in": 3600, "expiration": now + 3600, "scope": "ibm openid"}
-        if knobs["apikey"] is not None and authorization.removeprefix("Bearer ") not in self._tokens:
+        token = authorization.removeprefix("Bearer ")
+        if knobs["apikey"] is not None and token not in self._tokens:
             return 401, {"errors": [{"code": 1003, "message": "Unauthorized"}]}
         status_name = "offline" if knobs["offline"] else "online"
         if method == "GET" and parts == ["backends"]:
@@ -258,7 +260,8 @@ class QCSStandIn:
             return 404, {"errors": [{"message": f"session {sid} not found"}]}
         if method == "GET" and len(parts) == 2:
             return 200, self._session(sid)
-        if (method == "PATCH" and len(parts) == 2) or (method == "DELETE" and parts[2:] == ["close"]):
+        closing = method == "PATCH" and len(parts) == 2
+        if closing or (method == "DELETE" and parts[2:] == ["close"]):
             how = "close" if method == "PATCH" else "cancel"
             with self._lock:
                 sess = self.sessions[sid]

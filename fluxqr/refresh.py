@@ -1,0 +1,405 @@
+"""Live refresh: push device properties and up/down status into Fluxion, diffs only.
+
+Each cycle reads every device through its adapter (:func:`fluxqr.devices.probe`),
+compares the snapshot with what the scheduler already holds, and sends only the
+changes with Fluxion's RPCs: ``set_property`` (one RPC per distinct key=value, for
+all devices that share it), ``remove_property`` and ``set_status``. Nothing else
+is ever changed — in particular no vertex is added or removed, which is unsafe
+while jobs hold resources.
+
+A device whose reads fail ``failure_threshold`` times in a row goes down with a
+``down_reason`` property; a device that reports itself offline or in maintenance
+goes down at once. It comes back up when a read says it is usable again. The
+``updated`` property is the time of the device's last property change (so an
+unchanged device costs no RPC); the last successful read is kept in the loop's
+state, which ``flux qr status`` shows.
+
+The same cycle can update a graph file instead of a running instance
+(:class:`GraphFileTarget`), for building graphs ahead of instance start.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+from .devices.snapshot import PROPERTY_FIELDS, DeviceSnapshot, utcnow
+from .errors import FluxqrError
+from .inventory import Inventory
+
+log = logging.getLogger(__name__)
+
+#: Properties the loop owns (it may set and remove them). Static ones (vendor,
+#: num_qubits, ...) come from the graph build and are never touched.
+MANAGED = frozenset(PROPERTY_FIELDS.values()) | {"updated", "down_reason"}
+DOWN_STATUSES = frozenset({"offline", "maintenance"})
+
+
+class Target(Protocol):
+    """Where a cycle's changes go: a running Fluxion, or a graph file."""
+
+    def qpus(self) -> dict[str, tuple[str, bool, dict[str, str]]]:
+        """name -> (vertex path, up, current properties)."""
+
+    def set_property(self, paths: list[str], key: str, value: str) -> None: ...
+
+    def remove_property(self, paths: list[str], key: str) -> None: ...
+
+    def set_status(self, path: str, up: bool) -> None: ...
+
+    def flush(self) -> None:
+        """End of cycle (a file target writes here)."""
+
+
+class FluxionTarget:
+    """A running instance, through ``sched-fluxion-resource`` RPCs."""
+
+    def __init__(self, handle: Any):
+        self.handle = handle
+
+    def qpus(self) -> dict[str, tuple[str, bool, dict[str, str]]]:
+        from . import instance
+
+        jgf = instance.find_jgf(self.handle)
+        out = {}
+        for node in jgf["graph"]["nodes"]:
+            meta = node["metadata"]
+            if meta.get("type") == "qpu":
+                out[meta["name"]] = (meta["paths"]["containment"], not meta.get("status"),
+                                     dict(meta.get("properties") or {}))
+        return out
+
+    def set_property(self, paths: list[str], key: str, value: str) -> None:
+        from . import instance
+
+        instance.set_property(self.handle, paths, key, value)
+
+    def remove_property(self, paths: list[str], key: str) -> None:
+        from . import instance
+
+        instance.remove_property(self.handle, paths, key)
+
+    def set_status(self, path: str, up: bool) -> None:
+        from . import instance
+
+        instance.set_status(self.handle, path, up)
+
+    def flush(self) -> None:
+        pass
+
+
+class GraphFileTarget:
+    """An R or JGF file, rewritten atomically at the end of each cycle that changed it."""
+
+    def __init__(self, path: str | os.PathLike):
+        from . import graph
+
+        self.path = str(path)
+        self.graph = graph.read(self.path)
+        self.is_r = self._is_r()
+        self.dirty = False
+
+    def _is_r(self) -> bool:
+        with open(self.path, encoding="utf-8") as fp:
+            head = fp.read(4096)
+        return '"execution"' in head
+
+    def _name(self, path: str) -> str:
+        return path.rsplit("/", 1)[-1]
+
+    def qpus(self) -> dict[str, tuple[str, bool, dict[str, str]]]:
+        return {m["name"]: (m["paths"]["containment"], not m.get("status"),
+                            dict(m.get("properties") or {})) for m in self.graph.qpus()}
+
+    def set_property(self, paths: list[str], key: str, value: str) -> None:
+        for p in paths:
+            self.graph.set_qpu_properties(self._name(p), {key: value})
+        self.dirty = True
+
+    def remove_property(self, paths: list[str], key: str) -> None:
+        for p in paths:
+            self.graph.set_qpu_properties(self._name(p), {}, remove=[key])
+        self.dirty = True
+
+    def set_status(self, path: str, up: bool) -> None:
+        self.graph.set_qpu_status(self._name(path), up)
+        self.dirty = True
+
+    def flush(self) -> None:
+        from . import graph
+
+        if self.dirty:
+            (graph.write_r if self.is_r else graph.write_jgf)(self.graph, self.path)
+            self.dirty = False
+
+
+@dataclass
+class DeviceState:
+    """What the loop knows about one device."""
+
+    name: str
+    adapter: str
+    path: str | None = None
+    up: bool = True
+    properties: dict[str, str] = field(default_factory=dict)
+    failures: int = 0
+    last_ok: str | None = None
+    last_error: str | None = None
+    last_status: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class CycleReport:
+    """What one cycle did (also the benchmark's measure)."""
+
+    rpcs: int = 0
+    changes: int = 0
+    errors: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class Op:
+    """One RPC: set/remove a property on paths, or set a vertex's status."""
+
+    kind: str  # "set" | "remove" | "status"
+    paths: tuple[str, ...]
+    key: str = ""
+    value: str = ""
+    up: bool = True
+
+
+class Refresher:
+    """The refresh loop's state and one-cycle logic, independent of how it is run."""
+
+    def __init__(self, inventory: Inventory, target: Target, *, failure_threshold: int = 3,
+                 timeout: float | None = None,
+                 reader: Callable[[Inventory, float | None], list[DeviceSnapshot]] | None = None):
+        if failure_threshold < 1:
+            raise FluxqrError(f"failure threshold must be >= 1 (got {failure_threshold})")
+        self.inventory = inventory
+        self.target = target
+        self.failure_threshold = failure_threshold
+        self.timeout = timeout
+        self.reader = reader or _probe
+        self.states = {d.name: DeviceState(d.name, d.adapter) for d in inventory}
+        self.cycles = 0
+        self.last_report: CycleReport | None = None
+        self.sync()
+
+    def sync(self) -> None:
+        """Learn the target's current QPU paths, status and properties (start, or after errors)."""
+        current = self.target.qpus()
+        for name, state in self.states.items():
+            if name not in current:
+                if state.path is None:
+                    log.warning("device %s is in the inventory but not in the resource graph; "
+                                "it is skipped (rebuild the graph to add it)", name)
+                state.path = None
+                continue
+            path, up, props = current[name]
+            state.path, state.up = path, up
+            state.properties = {k: v for k, v in props.items() if k in MANAGED}
+
+    # -- planning (pure) -----------------------------------------------------------------
+
+    def plan(self, snapshots: Iterable[DeviceSnapshot], now: str) -> list[Op]:
+        """The RPCs that bring the target in line with ``snapshots`` (state not changed)."""
+        sets: dict[tuple[str, str], list[str]] = {}
+        removes: dict[str, list[str]] = {}
+        status: list[Op] = []
+        for snap in snapshots:
+            state = self.states.get(snap.device)
+            if state is None or state.path is None:
+                continue
+            want_up, desired = self._desired(state, snap)
+            changed = False
+            for key, value in desired.items():
+                if state.properties.get(key) != value:
+                    sets.setdefault((key, value), []).append(state.path)
+                    changed = True
+            for key in state.properties:
+                if key not in desired and key != "updated":
+                    removes.setdefault(key, []).append(state.path)
+                    changed = True
+            if changed:
+                sets.setdefault(("updated", now), []).append(state.path)
+            if want_up != state.up:
+                status.append(Op("status", (state.path,), up=want_up))
+        ops = [Op("set", tuple(p), key=k, value=v) for (k, v), p in sets.items()]
+        ops += [Op("remove", tuple(p), key=k) for k, p in removes.items()]
+        return ops + status
+
+    def _desired(self, state: DeviceState, snap: DeviceSnapshot) -> tuple[bool, dict[str, str]]:
+        """Up/down and the managed properties this snapshot asks for."""
+        if snap.ok:
+            props = snap.properties()
+            up = snap.status not in DOWN_STATUSES
+            if not up:
+                props["down_reason"] = f"device reports {snap.status}" + (
+                    f": {snap.status_reason}" if snap.status_reason else "")
+            return up, props
+        # A failed read: keep the last known values until the threshold, then go down.
+        failures = state.failures + 1
+        props = {k: v for k, v in state.properties.items() if k != "updated"}
+        if failures >= self.failure_threshold:
+            props["status"] = "unknown"
+            props["down_reason"] = f"unreachable for {failures} reads: {snap.error}"[:300]
+            return False, props
+        return state.up, props
+
+    # -- running -------------------------------------------------------------------------
+
+    def cycle(self) -> CycleReport:
+        """Read every device, push the differences. Never raises for device or RPC errors."""
+        start = time.monotonic()
+        report = CycleReport()
+        snaps = self.reader(self.inventory, self.timeout)
+        now = utcnow()
+        ops = self.plan(snaps, now)
+        failed_paths: set[str] = set()
+        for op in ops:
+            try:
+                if op.kind == "set":
+                    self.target.set_property(list(op.paths), op.key, op.value)
+                elif op.kind == "remove":
+                    self.target.remove_property(list(op.paths), op.key)
+                else:
+                    self.target.set_status(op.paths[0], op.up)
+                report.rpcs += 1
+                report.changes += len(op.paths)
+                self._applied(op)
+            except Exception as err:  # noqa: BLE001 - log, count, retry next cycle
+                report.rpcs += 1
+                failed_paths.update(op.paths)
+                msg = f"{op.kind} {op.key or ('up' if op.up else 'down')} on " \
+                      f"{', '.join(op.paths)} failed: {getattr(err, 'strerror', None) or err}"
+                report.errors.append(msg)
+                log.error("%s", msg)
+        try:
+            self.target.flush()
+        except Exception as err:  # noqa: BLE001
+            report.errors.append(f"writing the graph failed: {err}")
+            log.error("writing the graph failed: %s", err)
+        for snap in snaps:
+            self._record(snap, now)
+        if failed_paths:
+            # Our idea of the target may be off now: re-read it before the next cycle.
+            try:
+                self.sync()
+            except Exception as err:  # noqa: BLE001
+                log.error("re-reading the scheduler's graph failed: %s", err)
+        self.cycles += 1
+        report.seconds = time.monotonic() - start
+        self.last_report = report
+        return report
+
+    def _applied(self, op: Op) -> None:
+        by_path = {s.path: s for s in self.states.values() if s.path}
+        for path in op.paths:
+            state = by_path.get(path)
+            if state is None:
+                continue
+            if op.kind == "set":
+                state.properties[op.key] = op.value
+            elif op.kind == "remove":
+                state.properties.pop(op.key, None)
+            else:
+                state.up = op.up
+
+    def _record(self, snap: DeviceSnapshot, now: str) -> None:
+        state = self.states.get(snap.device)
+        if state is None:
+            return
+        state.last_status = snap.status
+        if snap.ok:
+            state.failures = 0
+            state.last_ok = now
+            state.last_error = None
+        else:
+            state.failures += 1
+            state.last_error = snap.error
+
+    def status(self) -> dict[str, Any]:
+        """The loop's state, as the ``fluxqr.status`` RPC returns it."""
+        last = self.last_report
+        return {"cycles": self.cycles,
+                "last_cycle": asdict(last) if last else None,
+                "devices": [s.to_dict() for s in self.states.values()]}
+
+
+DEFAULTS = {"interval": 60.0, "timeout": None, "failure-threshold": 3}
+
+
+def settings(config: dict[str, Any], args: tuple[str, ...]) -> dict[str, Any]:
+    """Merge ``[fluxqr]`` config with ``key=value`` module arguments, validated."""
+    table = dict(config.get("fluxqr") or {})
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        if not sep:
+            raise FluxqrError(f"module argument '{arg}' is not key=value",
+                              fix="e.g. flux module load fluxqr.py devices=/etc/fluxqr.yaml")
+        table[key.strip().replace("_", "-")] = value.strip()
+    unknown = set(table) - {"devices", *DEFAULTS}
+    if unknown:
+        raise FluxqrError(f"unknown fluxqr setting(s): {', '.join(sorted(unknown))}",
+                          fix="use devices, interval, timeout, failure-threshold")
+    if not table.get("devices"):
+        raise FluxqrError("no devices file configured",
+                          fix="set [fluxqr] devices = \"/path/devices.yaml\" or pass devices=FILE")
+    out: dict[str, Any] = dict(DEFAULTS, devices=str(table["devices"]))
+    try:
+        if "interval" in table:
+            out["interval"] = float(table["interval"])
+        if table.get("timeout") not in (None, ""):
+            out["timeout"] = float(table["timeout"])
+        if "failure-threshold" in table:
+            out["failure-threshold"] = int(table["failure-threshold"])
+    except ValueError as exc:
+        raise FluxqrError(f"bad fluxqr setting: {exc}") from None
+    if out["interval"] <= 0:
+        raise FluxqrError(f"interval must be > 0 (got {out['interval']})")
+    return out
+
+
+def _probe(inventory: Inventory, timeout: float | None) -> list[DeviceSnapshot]:
+    from . import devices
+
+    return devices.probe(inventory, timeout=timeout)
+
+
+def run_forever(refresher: Refresher, interval: float,
+                on_cycle: Callable[[CycleReport], None] | None = None,
+                stop: Callable[[], bool] = lambda: False) -> None:
+    """Run cycles every ``interval`` seconds (the foreground daemon of ``fluxqr refresh``)."""
+    while not stop():
+        started = time.monotonic()
+        report = refresher.cycle()
+        if on_cycle:
+            on_cycle(report)
+        time.sleep(max(0.0, interval - (time.monotonic() - started)))
+
+
+def format_status(status: dict[str, Any]) -> str:
+    """``flux qr status`` table."""
+    from .cli import format_rows
+
+    rows = [["device", "adapter", "up", "status", "queue", "2q error", "last ok", "failures",
+             "last error"]]
+    for d in status["devices"]:
+        p = d["properties"]
+        rows.append([d["name"], d["adapter"], "-" if d["path"] is None else
+                     ("up" if d["up"] else "down"), d.get("last_status") or "-",
+                     p.get("queue_depth", "-"), p.get("error_2q", "-"), d["last_ok"] or "-",
+                     str(d["failures"]), (d["last_error"] or "-")[:60]])
+    last = status.get("last_cycle") or {}
+    head = (f"cycles: {status['cycles']}  last cycle: {last.get('seconds', 0):.2f} s, "
+            f"{last.get('rpcs', 0)} RPCs, {len(last.get('errors') or [])} errors")
+    return head + "\n" + format_rows(rows)
