@@ -32,8 +32,9 @@ from typing import Any
 from flux.brokermod import BrokerModule, request_handler
 from flux.constants import FLUX_POLLIN
 
+from .config import settings
 from .errors import FluxqrError
-from .refresh import FluxionTarget, Refresher, settings
+from .refresh import FluxionTarget, Refresher
 
 
 class _BrokerLogHandler(logging.Handler):

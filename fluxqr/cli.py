@@ -226,6 +226,39 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- sessions ------------------------------------------------------------------------------
+
+
+def _jobid(args: argparse.Namespace) -> str:
+    jobid = args.jobid or os.environ.get("FLUX_JOB_ID")
+    if not jobid:
+        raise FluxqrError("no job id given and FLUX_JOB_ID is not set",
+                          fix="pass JOBID (the job-manager prolog/epilog set FLUX_JOB_ID)")
+    return jobid
+
+
+def cmd_session(args: argparse.Namespace) -> int:
+    from . import instance, session
+
+    ctx = session.instance_context(instance.connect())
+    jobid = _jobid(args)
+    if args.action == "prolog":
+        js = session.prolog(ctx, jobid)
+        if js is not None:
+            opened = [r.device for r in js.records if r.token]
+            print(f"fluxqr: job {jobid}: sessions open on {', '.join(opened) or 'none needed'}")
+        return 0
+    if args.action == "epilog":
+        errors = session.epilog(ctx, jobid)
+        for err in errors:
+            print(f"fluxqr: job {jobid}: {err}", file=sys.stderr)
+        return 1 if errors else 0
+    for key, value in session.job_environment(ctx, jobid).items():
+        print(f"{key}={value}")
+    print("FLUXQR_SESSION_ENV=ok")  # the shell plugin's proof of a complete answer
+    return 0
+
+
 # -- installation --------------------------------------------------------------------------
 
 
@@ -233,12 +266,15 @@ def cmd_flux_install(args: argparse.Namespace) -> int:
     from . import fluxinstall
 
     files = fluxinstall.install(args.prefix)
-    print(f"wrote {files['command']}\nwrote {files['plugin']}\nwrote {files['module']}")
+    for path in files.values():
+        print(f"wrote {path}")
     print("\nto use them, set in the instance's environment (or copy the files into the "
           "system directories named in the admin guide):")
     print(f"  export FLUX_EXEC_PATH={files['command'].parent}")
     print(f"  export FLUX_CLI_PLUGINPATH={files['plugin'].parent}")
     print(f"  flux module load {files['module']} [devices=FILE] [interval=SECONDS]")
+    print(f"  flux start -Sconf.shell_initrc={files['shell_initrc']} ...  (or copy "
+          f"{files['shell_plugin']} into the system shell lua.d)")
     return 0
 
 
@@ -326,6 +362,13 @@ def build_parser(prog: str = "fluxqr") -> argparse.ArgumentParser:
     st = sub.add_parser("status", help="the refresh module's view of every device")
     st.add_argument("--json", action="store_true")
     st.set_defaults(func=cmd_status)
+    se = sub.add_parser("session", help="quantum sessions of jobs (job-manager prolog/epilog "
+                        "and the job shell plugin call these)")
+    se.add_argument("action", choices=("prolog", "epilog", "env"),
+                    help="prolog: open the job's sessions; epilog: release them; env: print "
+                         "the tasks' environment")
+    se.add_argument("jobid", nargs="?", help="job id (default: $FLUX_JOB_ID)")
+    se.set_defaults(func=cmd_session)
     fi = sub.add_parser("flux-install", help="write the files through which Flux finds "
                         "fluxqr (flux qr command, submit plugin, broker module)")
     fi.add_argument("--prefix", required=True, metavar="DIR",

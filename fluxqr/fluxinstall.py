@@ -45,6 +45,45 @@ from fluxqr.brokermod import FluxqrModule  # noqa: E402,F401  (flux module load 
 '''
 
 
+SHELL_PLUGIN = """-- Installed by "fluxqr flux-install": gives a job's tasks their quantum session
+-- environment (the QRMI job contract and FLUXQR_* variables). Jobs without QPUs are
+-- untouched. The values, tokens included, go only into the tasks' environment.
+local spec = shell.info.jobspec
+local system = spec and spec.attributes and spec.attributes.system
+if system and system.quantum then
+    local cmd = string.format ("%q -c %q session env %s 2>&1", {python!r}, {code!r},
+                               tostring (shell.info.jobid))
+    local f = io.popen (cmd)
+    local out = f:read ("*a")
+    f:close ()
+    -- Lua 5.1 cannot see the exit status: the command ends a good answer with a marker.
+    if not out:find ("FLUXQR_SESSION_ENV=ok", 1, true) then
+        shell.die ("fluxqr: no quantum session environment: " .. out)
+    end
+    for line in out:gmatch ("[^\\n]+") do
+        local key, value = line:match ("^([%w_]+)=(.*)$")
+        if key then shell.setenv (key, value) end
+    end
+end
+"""
+
+SHELL_INITRC = """-- Installed by "fluxqr flux-install": the system shell initrc plus fluxqr's plugin.
+-- Use with: flux start -Sconf.shell_initrc=THIS_FILE (or copy lua.d/fluxqr.lua into the
+-- system's {system_dir}/lua.d instead).
+source ({system_initrc!r})   -- its source_rcpath() reads lua.d/ beside this file
+source ({system_dir!r} .. "/lua.d/*.lua")
+"""
+
+
+def _system_shell_dir() -> str:
+    from .fluxenv import flux_command
+
+    flux = flux_command()
+    prefix = Path(flux).resolve().parent.parent if flux else Path("/usr")
+    etc = prefix / "etc" if prefix != Path("/usr") else Path("/etc")
+    return str(etc / "flux" / "shell")
+
+
 def search_paths() -> list[str]:
     """Directories that make ``import fluxqr`` and its dependencies work from Flux's Python."""
     paths = [str(Path(__file__).resolve().parent.parent)]
@@ -55,13 +94,21 @@ def search_paths() -> list[str]:
     return paths
 
 
+_ENV_CODE = "import sys; from fluxqr.cli import main; sys.exit(main(sys.argv[1:], prog='flux qr'))"
+
+
 def install(prefix: str | os.PathLike) -> dict[str, Path]:
-    """Write ``cmd/flux-qr.py``, ``cli/plugins/fluxqr.py`` and ``modules/fluxqr.py``."""
+    """Write the command, CLI plugin, broker module and job shell files under ``prefix``."""
     prefix = Path(prefix)
     files = {
         "command": (prefix / "cmd" / "flux-qr.py", COMMAND.format(python=sys.executable)),
         "plugin": (prefix / "cli" / "plugins" / "fluxqr.py", PLUGIN.format(paths=search_paths())),
         "module": (prefix / "modules" / "fluxqr.py", MODULE.format(paths=search_paths())),
+        "shell_plugin": (prefix / "shell" / "lua.d" / "fluxqr.lua",
+                         SHELL_PLUGIN.format(python=sys.executable, code=_ENV_CODE)),
+        "shell_initrc": (prefix / "shell" / "initrc.lua",
+                         SHELL_INITRC.format(system_dir=_system_shell_dir(),
+                                             system_initrc=_system_shell_dir() + "/initrc.lua")),
     }
     out = {}
     for key, (path, text) in files.items():

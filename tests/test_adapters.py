@@ -416,6 +416,24 @@ def test_braket_malformed_capabilities_become_a_failed_snapshot(monkeypatch):
     assert snap.status == "unknown" and "cannot parse" in snap.error
 
 
+def test_braket_session_takes_region_and_credentials_from_the_inventory(monkeypatch):
+    monkeypatch.setenv("FLUXQR_TEST_AWS_ID", "AKIATESTID")
+    monkeypatch.setenv("FLUXQR_TEST_AWS_SECRET", "test-secret-value")
+    device = Device("garnet", "braket", 20, params={"device": GARNET_ARN},
+                    credentials={"AWS_ACCESS_KEY_ID": "FLUXQR_TEST_AWS_ID",
+                                 "aws_secret_access_key": "FLUXQR_TEST_AWS_SECRET"})
+    session = adapter_for(device).aws_session()
+    creds = session.boto_session.get_credentials()
+    assert session.region == "eu-north-1"
+    assert (creds.access_key, creds.secret_key) == ("AKIATESTID", "test-secret-value")
+    other = Device("sv1", "braket", 34, params={
+        "device": "arn:aws:braket:::device/quantum-simulator/amazon/sv1", "region": "us-west-2"})
+    assert adapter_for(other).aws_session().region == "us-west-2"
+    monkeypatch.delenv("FLUXQR_TEST_AWS_SECRET")
+    snap = read(device, timeout=60)
+    assert "FLUXQR_TEST_AWS_SECRET" in snap.error and "not set" in snap.error
+
+
 def test_backend_objects_for_in_job_use():
     from braket.devices import LocalSimulator
     from qiskit.providers import BackendV2

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from conftest import GRAPHS
 
-from fluxqr import graph, inventory, refresh
+from fluxqr import config, graph, inventory, refresh
 from fluxqr.devices.snapshot import DeviceSnapshot
 from fluxqr.errors import FluxqrError
 
@@ -222,10 +222,10 @@ def test_status_table_lists_devices() -> None:
 ])
 def test_module_settings_errors(conf, args, needle) -> None:
     with pytest.raises(FluxqrError, match=needle.replace("(", r"\(").replace(")", r"\)")):
-        refresh.settings(conf, args)
+        config.settings(conf, args)
 
 
 def test_module_settings_args_override_config() -> None:
-    s = refresh.settings({"fluxqr": {"devices": "a.yaml", "interval": 30}},
+    s = config.settings({"fluxqr": {"devices": "a.yaml", "interval": 30}},
                          ("interval=5", "failure_threshold=4", "timeout=2.5"))
     assert s == {"devices": "a.yaml", "interval": 5.0, "timeout": 2.5, "failure-threshold": 4}

@@ -127,6 +127,10 @@ def _finish(device: Device, future: Future, timeout: float, start: float) -> Dev
         elif result.device != device.name:
             reason = f"adapter returned a snapshot of '{result.device}'"
         else:
+            if result.status_reason:  # vendor text: keep secrets out of it too
+                from .base import scrub
+
+                result.status_reason = scrub(result.status_reason, _secrets(device))
             return result
     except FutureTimeout:
         future.cancel()  # a read still queued never starts; a running one is abandoned

@@ -239,6 +239,15 @@ class Adapter:
                 values[setting] = value
         return values
 
+    def required_credentials(self) -> dict[str, str]:
+        """All configured credentials (setting -> secret); an unset variable is an error."""
+        values = self.credential_values()
+        for setting, var in self.device.credentials.items():
+            if setting not in values:
+                raise FluxqrError(f"device '{self.device.name}': credential '{setting}' needs "
+                                  f"the environment variable {var}, which is not set")
+        return values
+
     def snapshot(self, **fields: Any) -> DeviceSnapshot:
         """A snapshot of this device with the given fields."""
         return DeviceSnapshot(device=self.device.name, adapter=self.name, **fields)

@@ -5,8 +5,8 @@ capabilities document with Braket's standardized calibration) or
 ``local:braket_sv`` / ``local:braket_dm`` (a ``LocalSimulator``: online, no queue).
 ``params.region`` overrides the region an ARN implies. ``credentials`` may map
 ``aws_access_key_id``, ``aws_secret_access_key``, ``aws_session_token`` and
-``profile_name`` to environment variables; without them boto3 finds credentials
-the usual way.
+``profile_name`` (any case; ``AWS_PROFILE`` too) to environment variables; without
+them boto3 finds credentials the usual way.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from .snapshot import DeviceSnapshot, median
 EXTRA = "braket"
 BOTO_SETTINGS = ("aws_access_key_id", "aws_secret_access_key", "aws_session_token",
                  "profile_name")
+#: Credential setting names also accepted, as AWS spells them in the environment.
+BOTO_ALIASES = {"aws_profile": "profile_name"}
 STATUS = {"ONLINE": "online", "OFFLINE": "offline", "RETIRED": "offline"}
 #: A shots limit this large means "no limit" (local simulators say 2**63 - 1).
 UNLIMITED_SHOTS = 2**53
@@ -145,11 +147,12 @@ class BraketAdapter(Adapter):
         aws = require("braket.aws", EXTRA)
         boto3 = require("boto3", EXTRA)
         kwargs: dict[str, Any] = {}
-        for setting, value in self.credential_values().items():
-            if setting not in BOTO_SETTINGS:
+        for setting, value in self.required_credentials().items():
+            name = BOTO_ALIASES.get(setting.lower(), setting.lower())
+            if name not in BOTO_SETTINGS:
                 raise FluxqrError(f"device '{self.device.name}': credentials.{setting} is not a "
                                   f"boto3 setting (use: {', '.join(BOTO_SETTINGS)})")
-            kwargs[setting] = value
+            kwargs[name] = value
         parts = self.spec.split(":")  # arn:aws:braket:<region>::device/...
         region = self.params.get("region") or (parts[3] if len(parts) > 3 else "") or None
         return aws.AwsSession(boto_session=boto3.Session(region_name=region, **kwargs))

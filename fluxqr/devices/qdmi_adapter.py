@@ -24,11 +24,15 @@ import json
 import os
 import shutil
 import tempfile
-from typing import Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from ..errors import FluxqrError
 from .base import SDK_LOCK, Adapter, require, summarize, to_us
 from .snapshot import DeviceSnapshot, median
+
+if TYPE_CHECKING:
+    from ..inventory import Device
 
 EXTRA = "qdmi"
 
@@ -64,7 +68,7 @@ def _write_manifest(device_id: str, library: str, prefix: str) -> str:
     return path
 
 
-def register_library(device: Any) -> None:
+def register_library(device: Device) -> None:
     """Add the device library of one inventory device to the QDMI driver (once)."""
     params = device.params
     library = params.get("library")
@@ -93,7 +97,7 @@ def register_library(device: Any) -> None:
         _registered[device_id] = path
 
 
-def register_libraries(devices: Any) -> None:
+def register_libraries(devices: Iterable[Device]) -> None:
     """Register the libraries of all these devices, before the driver is first used."""
     for device in devices:
         if device.adapter == "qdmi":
@@ -108,7 +112,7 @@ class QdmiAdapter(Adapter):
 
     def _session_parameters(self) -> dict[str, str]:
         kwargs = {}
-        for setting, value in self.credential_values().items():
+        for setting, value in self.required_credentials().items():
             if setting not in SESSION_PARAMETERS:
                 raise FluxqrError(f"device '{self.device.name}': credentials.{setting} is not a "
                                   f"QDMI session parameter (use: {', '.join(SESSION_PARAMETERS)})")

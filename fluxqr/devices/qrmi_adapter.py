@@ -19,11 +19,14 @@ read here. Non-IBM resources (Pasqal, IQM, …) report status and queue only.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import FluxqrError
 from .base import SDK_LOCK, Adapter, iso_utc, require, scrub, target_summary
 from .snapshot import DeviceSnapshot
+
+if TYPE_CHECKING:
+    from ..inventory import Device
 
 EXTRA = "qrmi"
 
@@ -108,7 +111,7 @@ class QrmiAdapter(Adapter):
     name = "qrmi"
     extra = EXTRA
 
-    def __init__(self, device: Any):
+    def __init__(self, device: Device):
         super().__init__(device)
         self._resource: Any = None
 
@@ -121,11 +124,7 @@ class QrmiAdapter(Adapter):
         prefix = f"{self.resource_id}_"
         config = {k.removeprefix(prefix): str(v)
                   for k, v in (self.params.get("config") or {}).items()}
-        for setting, var in self.device.credentials.items():
-            value = self.credential(setting)
-            if not value:
-                raise FluxqrError(f"device '{self.device.name}': credential '{setting}' needs "
-                                  f"the environment variable {var}, which is not set")
+        for setting, value in self.required_credentials().items():
             config[setting.removeprefix(prefix)] = value
         return config
 
