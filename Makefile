@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: setup
-	$(PY) -m fluxqr.demo
+	$(PY) -m fluxqr.demo --devices graphs/local-devices.yaml --job jobspec/examples/bell.yaml
 
 test: setup
 	$(PY) -m ruff check .

@@ -12,6 +12,8 @@ key                     meaning                                     default
 ``timeout``             seconds one device read may take            per device
 ``failure-threshold``   failed reads in a row before a device       3
                         goes down
+``session-dir``         session state files (used by the prolog,    <rundir>/fluxqr
+                        epilog and ``flux qr session env``)
 ======================  ==========================================  =========
 
 Device reads run in a worker thread, so a slow vendor endpoint never blocks the

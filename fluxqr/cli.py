@@ -143,7 +143,7 @@ def _view(args: argparse.Namespace, handle=None):
         handle = instance.connect()
     from . import instance
 
-    return jobspec.view_from_jgf(instance.find_jgf(handle), "running Fluxion")
+    return instance.resource_view(handle, cores=True)
 
 
 def cmd_jobspec(args: argparse.Namespace) -> int:
@@ -161,10 +161,11 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
     req = jobspec.load_request(args.file)
     handle = instance.connect()
+    conf = instance.config(handle)
     if req.quantum:
-        instance.check_validator(handle)
+        instance.check_validator(handle, conf)
     view = _view(args, handle) if req.quantum else None
-    js = jobspec.translate(req, view)
+    js = jobspec.translate(req, view, secret_names=instance.credential_names(conf))
     if req.quantum:
         instance.check_feasible(handle, js)
     if args.dry_run:
@@ -238,7 +239,8 @@ def _jobid(args: argparse.Namespace) -> str:
 
 
 def cmd_session(args: argparse.Namespace) -> int:
-    from . import instance, session
+    from . import instance
+    from . import sessions as session
 
     ctx = session.instance_context(instance.connect())
     jobid = _jobid(args)
@@ -325,23 +327,23 @@ def build_parser(prog: str = "fluxqr") -> argparse.ArgumentParser:
     dsub.required = True
     lst = dsub.add_parser("list", help="list the devices in an inventory")
     _add_devices_opt(lst)
-    lst.add_argument("--json", action="store_true")
+    lst.add_argument("--json", action="store_true", help="machine-readable output")
     lst.set_defaults(func=cmd_devices_list)
     pr = dsub.add_parser("probe", help="read every device now and print its snapshot")
     _add_devices_opt(pr)
     pr.add_argument("--timeout", type=float, help="seconds per device (default: per device)")
-    pr.add_argument("--json", action="store_true")
+    pr.add_argument("--json", action="store_true", help="machine-readable output")
     pr.set_defaults(func=cmd_devices_probe)
 
     js = sub.add_parser("jobspec", help="translate a hybrid jobspec YAML into canonical "
                         "RFC 14 JSON (pipe it to flux job submit)")
-    js.add_argument("file", metavar="JOB.yaml")
+    js.add_argument("file", metavar="JOB.yaml", help="hybrid jobspec (YAML or JSON)")
     js.add_argument("--graph", metavar="FILE", help="resolve devices against this R/JGF "
                     "instead of the running Fluxion")
     js.add_argument("--pretty", action="store_true", help="indent the JSON")
     js.set_defaults(func=cmd_jobspec)
     su = sub.add_parser("submit", help="submit a hybrid jobspec YAML; prints the job id")
-    su.add_argument("file", metavar="JOB.yaml")
+    su.add_argument("file", metavar="JOB.yaml", help="hybrid jobspec (YAML or JSON)")
     su.add_argument("--urgency", type=int, help="job urgency (0-31)")
     su.add_argument("--dry-run", action="store_true", help="print the jobspec, do not submit")
     su.set_defaults(func=cmd_submit)
@@ -360,7 +362,7 @@ def build_parser(prog: str = "fluxqr") -> argparse.ArgumentParser:
                     help="failed reads in a row before a device goes down (default 3)")
     rf.set_defaults(func=cmd_refresh)
     st = sub.add_parser("status", help="the refresh module's view of every device")
-    st.add_argument("--json", action="store_true")
+    st.add_argument("--json", action="store_true", help="machine-readable output")
     st.set_defaults(func=cmd_status)
     se = sub.add_parser("session", help="quantum sessions of jobs (job-manager prolog/epilog "
                         "and the job shell plugin call these)")
@@ -370,9 +372,10 @@ def build_parser(prog: str = "fluxqr") -> argparse.ArgumentParser:
     se.add_argument("jobid", nargs="?", help="job id (default: $FLUX_JOB_ID)")
     se.set_defaults(func=cmd_session)
     fi = sub.add_parser("flux-install", help="write the files through which Flux finds "
-                        "fluxqr (flux qr command, submit plugin, broker module)")
+                        "fluxqr (flux qr command, submit plugin, broker module, job shell "
+                        "plugin)")
     fi.add_argument("--prefix", required=True, metavar="DIR",
-                    help="directory to write cmd/, cli/plugins/ and modules/ into")
+                    help="directory to write cmd/, cli/plugins/, modules/ and shell/ into")
     fi.set_defaults(func=cmd_flux_install)
     return parser
 

@@ -67,7 +67,7 @@ if system and system.quantum then
 end
 """
 
-SHELL_INITRC = """-- Installed by "fluxqr flux-install": the system shell initrc plus fluxqr's plugin.
+SHELL_INITRC = """-- Installed by "fluxqr flux-install": system shell initrc + fluxqr's plugin.
 -- Use with: flux start -Sconf.shell_initrc=THIS_FILE (or copy lua.d/fluxqr.lua into the
 -- system's {system_dir}/lua.d instead).
 source ({system_initrc!r})   -- its source_rcpath() reads lua.d/ beside this file

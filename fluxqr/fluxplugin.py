@@ -97,15 +97,17 @@ class QuantumPlugin(CLIPlugin):
             import flux
 
             from fluxqr import instance
-            from fluxqr.jobspec import view_from_jgf
 
             handle = flux.Flux()
-            instance.check_validator(handle)
-            view = view_from_jgf(instance.find_jgf(handle), "running Fluxion")
+            conf = instance.config(handle)
+            instance.check_validator(handle, conf)
+            resources = jobspec.jobspec.get("resources") or [{}]
+            view = instance.resource_view(handle, cores=resources[0].get("type") == "slot")
             apply_quantum(jobspec.jobspec, req, view)
             system = jobspec.jobspec["attributes"]["system"]
             if "environment" in system:
-                system["environment"] = scrub_environment(system["environment"])
+                system["environment"] = scrub_environment(system["environment"],
+                                                          instance.credential_names(conf))
             instance.check_feasible(handle, jobspec.jobspec)
         except FluxqrError as exc:
             # flux's CLI prints ValueError text as one line and exits non-zero.

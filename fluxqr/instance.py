@@ -44,10 +44,9 @@ def _service_error(exc: OSError) -> str:
 # -- Fluxion resource RPCs -----------------------------------------------------------------
 
 
-def find_jgf(handle: Any, criteria: str = "status=up or status=down") -> dict[str, Any]:
-    """The scheduler's current graph as JGF (every vertex, with properties and status)."""
+def _find(handle: Any, criteria: str, fmt: str) -> Any:
     try:
-        resp = rpc(handle, f"{RESOURCE}.find", {"criteria": criteria, "format": "jgf"})
+        resp = rpc(handle, f"{RESOURCE}.find", {"criteria": criteria, "format": fmt})
     except OSError as exc:
         if exc.errno == errno.ENOSYS:
             raise FluxqrError("Fluxion (sched-fluxion-resource) is not loaded in this instance",
@@ -55,12 +54,35 @@ def find_jgf(handle: Any, criteria: str = "status=up or status=down") -> dict[st
                                   "sched-fluxion-resource)") from None
         raise FluxqrError(f"Fluxion find failed: {_service_error(exc)}") from None
     r = resp.get("R")
-    if isinstance(r, str):
-        r = json.loads(r)
-    sched = r.get("scheduling") if isinstance(r, dict) and "scheduling" in r else r
-    if not isinstance(sched, dict) or "graph" not in sched:
-        raise FluxqrError("Fluxion find returned no JGF graph")
-    return sched
+    return json.loads(r) if isinstance(r, str) else r
+
+
+def resource_view(handle: Any, cores: bool = False) -> Any:
+    """The scheduler's QPUs (properties, up/down) for the jobspec resolver, cheaply.
+
+    Asks Fluxion only for the vertices that carry fluxqr's ``adapter`` property and for
+    what is down — not for the whole graph, which on a large cluster takes seconds.
+    ``cores``: also learn the largest cores-per-node (to turn ``-n N`` into nodes).
+    """
+    from .jobspec import QpuInfo, ResourceView
+
+    down = _find(handle, "status=down", "jgf") or {}
+    down_names = {n["metadata"].get("name") for n in (down.get("graph") or {}).get("nodes", [])
+                  if n.get("metadata", {}).get("type") == "qpu"}
+    found = _find(handle, "property=adapter", "jgf") or {}
+    qpus = [QpuInfo(m["name"], m["paths"]["containment"], m["name"] not in down_names,
+                    dict(m.get("properties") or {}))
+            for m in (n["metadata"] for n in (found.get("graph") or {}).get("nodes", []))
+            if m.get("type") == "qpu"]
+    per_node = None
+    if cores:
+        from . import rfc
+
+        r = _find(handle, "status=up", "rv1_nosched") or {}
+        counts = [len(rfc.decode_idset(str(e["children"].get("core", ""))))
+                  for e in (r.get("execution") or {}).get("R_lite", [])]
+        per_node = max(counts) if counts else None
+    return ResourceView(qpus, per_node, "running Fluxion")
 
 
 def set_property(handle: Any, paths: Iterable[str], key: str, value: str) -> None:
@@ -95,13 +117,28 @@ def config(handle: Any) -> dict[str, Any]:
         return {}
 
 
-def check_validator(handle: Any) -> None:
+def credential_names(conf: dict[str, Any]) -> set[str]:
+    """Environment variable names the site inventory holds secrets in (never copied to jobs)."""
+    from . import inventory
+
+    path = (conf.get("fluxqr") or {}).get("devices")
+    if not path:
+        return set()
+    try:
+        inv = inventory.load(path)
+    except FluxqrError:
+        return set()
+    return {name for dev in inv for name in dev.credentials.values()}
+
+
+def check_validator(handle: Any, conf: dict[str, Any] | None = None) -> None:
     """Fail with the fix when the instance's ingest validator would reject QPU jobspecs.
 
     flux-core's default validator enforces jobspec V1, whose resources are only
     node/slot/core/gpu; QPU requests need ``--require-version=any``.
     """
-    validator = (config(handle).get("ingest") or {}).get("validator") or {}
+    conf = config(handle) if conf is None else conf
+    validator = (conf.get("ingest") or {}).get("validator") or {}
     if validator.get("disable"):
         return
     args = validator.get("args") or []

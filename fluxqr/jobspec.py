@@ -36,7 +36,7 @@ SESSION_MODES = ("dedicated", "batch", "none")
 
 #: Environment variable names that look like secrets; never copied into a jobspec.
 SECRET_ENV = re.compile(
-    r"(API_?KEY|APIKEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|PRIVATE_KEY|ACCESS_KEY)",
+    r"(API_?KEY|TOKEN|SECRET|PASSW(OR)?D|CREDENTIAL|PRIVATE_KEY|ACCESS_KEY|_KEY$|^KEY$)",
     re.IGNORECASE)
 
 
@@ -239,25 +239,6 @@ def view_from_graph(graph: Any, source: str = "graph") -> ResourceView:
                     dict(m.get("properties") or {})) for m in graph.qpus()]
     cores = [len(ch.get("core", [])) for _, _, ch, _ in graph.ranks()]
     return ResourceView(qpus, max(cores) if cores else None, source)
-
-
-def view_from_jgf(jgf: Mapping[str, Any], source: str) -> ResourceView:
-    """A :class:`ResourceView` of a JGF (e.g. from ``sched-fluxion-resource.find``).
-
-    Reads the vertex list directly (no networkx): this runs on every hybrid submit.
-    """
-    qpus: list[QpuInfo] = []
-    cores: dict[int, int] = {}
-    for node in (jgf.get("graph") or {}).get("nodes", []):
-        meta = node.get("metadata") or {}
-        rtype = meta.get("type")
-        if rtype == QPU:
-            qpus.append(QpuInfo(meta.get("name", node.get("id")),
-                                (meta.get("paths") or {}).get("containment", ""),
-                                not meta.get("status"), dict(meta.get("properties") or {})))
-        elif rtype == "core" and meta.get("rank", -1) >= 0:
-            cores[meta["rank"]] = cores.get(meta["rank"], 0) + int(meta.get("size", 1))
-    return ResourceView(qpus, max(cores.values()) if cores else None, source)
 
 
 # -- resolution ----------------------------------------------------------------------------

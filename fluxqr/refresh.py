@@ -64,14 +64,8 @@ class FluxionTarget:
     def qpus(self) -> dict[str, tuple[str, bool, dict[str, str]]]:
         from . import instance
 
-        jgf = instance.find_jgf(self.handle)
-        out = {}
-        for node in jgf["graph"]["nodes"]:
-            meta = node["metadata"]
-            if meta.get("type") == "qpu":
-                out[meta["name"]] = (meta["paths"]["containment"], not meta.get("status"),
-                                     dict(meta.get("properties") or {}))
-        return out
+        view = instance.resource_view(self.handle)
+        return {q.name: (q.path, q.up, dict(q.properties)) for q in view.qpus}
 
     def set_property(self, paths: list[str], key: str, value: str) -> None:
         from . import instance

@@ -97,7 +97,8 @@ def test_flux_submit_plugin_selects(inst: FluxInstance, argv: list[str],
 def test_flux_run_and_batch_with_the_plugin(inst: FluxInstance) -> None:
     out = inst.run(["flux", "run", "-N1", "--qpu-device=aer", "echo", "ran"]).stdout
     assert out.strip() == "ran"
-    jobid = inst.run(["flux", "batch", "-N1", "--qpu-vendor=amazon", "--wrap", "true"]
+    jobid = inst.run(["flux", "batch", "-N1", "--qpu-vendor=amazon",
+                      f"--output={inst.workdir}/batch-{{{{id}}}}.out", "--wrap", "true"]
                      ).stdout.strip()
     assert _qpus_of(inst, jobid) == ["braket_sv"]
 

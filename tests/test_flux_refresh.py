@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from fluxinst import FluxInstance, build_r, fluxqr_env, requires_flux
 from standins.qcs_server import QCSStandIn
 

@@ -44,8 +44,8 @@ class _Schema:
         from referencing.jsonschema import DRAFT7
 
         self.schema = json.loads((shared / "flux-rfc" / spec / "schema.json").read_text())
-        registry = Registry().with_resource("file:data/spec_26/schema.json",
-                                            Resource.from_contents({}, default_specification=DRAFT7))
+        anything = Resource.from_contents({}, default_specification=DRAFT7)
+        registry = Registry().with_resource("file:data/spec_26/schema.json", anything)
         self.validator = jsonschema.Draft7Validator(self.schema, registry=registry)
 
     def validate(self, instance: dict) -> None:

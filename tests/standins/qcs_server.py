@@ -23,7 +23,8 @@ Test-only endpoints: ``GET/POST /_control`` (read/set knobs as JSON), ``GET /_lo
 Knobs: ``queue_length`` (pending jobs), ``offline`` (backend offline), ``reason``
 (status reason while offline), ``slow`` (seconds to stall every API reply),
 ``garbage`` (malformed JSON replies), ``down`` (HTTP 503 everywhere),
-``calibration_down`` (HTTP 503 for configuration/properties only), ``apikey``
+``calibration_down`` (HTTP 503 for configuration/properties only), ``refuse_sessions``
+(HTTP 403 for new sessions: an acquire failure), ``apikey``
 (if set, the only API key IAM accepts, and API calls then need a token it issued).
 
 Point qrmi at it with the variables from :meth:`QCSStandIn.qrmi_config` — as a
@@ -39,6 +40,7 @@ import argparse
 import importlib.util
 import itertools
 import json
+import secrets
 import signal
 import sys
 import threading
@@ -59,6 +61,7 @@ KNOBS: dict[str, Any] = {
     "down": False,
     "calibration_down": False,
     "apikey": None,
+    "refuse_sessions": False,
 }
 
 
@@ -241,8 +244,13 @@ class QCSStandIn:
     def _sessions(self, method: str, parts: list[str], body: bytes) -> tuple[int, Any]:
         now = time.time()
         if method == "POST" and len(parts) == 1:
+            if self.knobs()["refuse_sessions"]:
+                with self._lock:
+                    self.sessions_log.append({"op": "acquire-refused", "time": now})
+                return 403, {"errors": [{"message": "session quota exceeded", "code": 1352}]}
             req = json.loads(body or b"{}")
-            sid = f"standin-session-{next(self._ids)}"
+            # unguessable, like a real session id: tests look for it in instance dumps
+            sid = f"standin-session-{next(self._ids)}-{secrets.token_hex(6)}"
             max_ttl = int(req.get("max_ttl") or 28800)
             with self._lock:
                 self.sessions[sid] = {

@@ -2,6 +2,9 @@
 #
 # SPDX-License-Identifier: Apache-2.0
 
+# Spack recipes take their names (PythonPackage, depends_on, ...) from a star import.
+# ruff: noqa: F403, F405
+
 import os
 
 from spack.package import *
@@ -43,7 +46,9 @@ class PyFluxqr(PythonPackage):
     depends_on("py-qiskit-ibm-runtime@0.34:", type=("build", "run"), when="+qiskit")
     depends_on("py-qrmi@0.26:", type=("build", "run"), when="+qrmi")
     depends_on("py-qiskit@1.3:", type=("build", "run"), when="+qrmi")
-    depends_on("py-mqt-core@3.2:", type=("build", "run"), when="+qdmi")
+    depends_on("py-qiskit-ibm-runtime@0.34:", type=("build", "run"), when="+qrmi")
+    depends_on("py-mqt-core@4.0:", type=("build", "run"), when="+qdmi")
+    depends_on("py-qiskit@1.3:", type=("build", "run"), when="+qdmi")
     depends_on("py-amazon-braket-sdk@1.88:", type=("build", "run"), when="+braket")
 
     # Flux itself: the `flux` extra (flux-python, the bindings flux-core ships) and Fluxion.

@@ -1,0 +1,203 @@
+"""Real Flux: quantum sessions opened at job start and always released at job end."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from fluxinst import FluxInstance, build_r, requires_flux
+from standins.qcs_server import QCSStandIn
+
+pytestmark = [requires_flux, pytest.mark.flux]
+
+KEY_VAR = "FLUXQR_TEST_IBM_KEY"
+SECRET = "qcs-apikey-9d2b7a61e0"
+
+TASK = r"""
+import json, os, sys
+import fluxqr
+from qrmi import QRMIService
+qpus = fluxqr.allocation()
+service = QRMIService()
+ids = sorted(r.resource_id() for r in service.resources())
+import hashlib
+def shown(k, v):  # a task that prints secrets would leak them into its own output
+    secret = "APIKEY" in k or "ACQUISITION_TOKEN" in k
+    return "sha256:" + hashlib.sha256(v.encode()).hexdigest()[:16] if secret else v
+env = {k: shown(k, v) for k, v in os.environ.items() if "QRMI" in k or k.startswith("FLUXQR_")}
+print(json.dumps({"qpus": [q.name for q in qpus], "qrmi_resources": ids,
+                  "props": qpus[0].properties, "env": env}))
+"""
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    work = tmp_path_factory.mktemp("flux-session")
+    server = QCSStandIn("fake_fez", apikey=SECRET).start()
+    devices = work / "devices.yaml"
+    devices.write_text(yaml.safe_dump({"version": 1, "devices": [
+        {"name": "ibm_fez", "adapter": "qrmi", "qubits": 156, "vendor": "ibm",
+         "technology": "superconducting", "sharing": {"sessions": 4}, "timeout": 30,
+         "params": {"resource_id": "ibm_fez", "resource_type": "ibm-quantum-compute-service",
+                    "config": server.qrmi_config()},
+         "credentials": {"QRMI_IBM_QCS_IAM_APIKEY": KEY_VAR}},
+        {"name": "aer", "adapter": "qiskit", "qubits": 30, "vendor": "qiskit",
+         "technology": "simulator", "sharing": {"sessions": 4},
+         "params": {"backend": "aer_simulator"}},
+    ]}))
+    (work / "task.py").write_text(TASK)
+    inst = FluxInstance(work, build_r(work / "R.json", cores=8, devices=devices),
+                        hosts="node[0-1]", devices=devices, env={KEY_VAR: SECRET}).start()
+    yield inst, server, work
+    inst.stop()
+    server.stop()
+
+
+def _ref(value: str) -> str:
+    return "sha256:" + hashlib.sha256(value.encode()).hexdigest()[:16]
+
+
+def _memo(inst: FluxInstance, jobid: str) -> dict:
+    rec = inst.job_info(jobid)
+    return ((rec.get("annotations") or {}).get("user") or {}).get("qpu_sessions") or {}
+
+
+def _ops(server: QCSStandIn, op: str) -> list[dict]:
+    return [e for e in server.log()["sessions"] if e["op"] == op]
+
+
+def test_task_sees_the_qrmi_contract_and_one_acquire_one_release(env) -> None:
+    inst, server, work = env
+    server.reset()
+    jobid = inst.run(["flux", "submit", "-N1", "--qpu-device=ibm_fez", "--qpu-session-time=10m",
+                      sys.executable, str(work / "task.py")]).stdout.strip()
+    info = inst.wait_job(jobid)
+    out = inst.run(["flux", "job", "attach", jobid], check=False)
+    assert info["result"] == "COMPLETED", out.stderr
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    assert seen["qpus"] == ["ibm_fez"] and seen["qrmi_resources"] == ["ibm_fez"]
+    env_ = seen["env"]
+    assert env_["QRMI_JOB_QPU_RESOURCES"] == "ibm_fez"
+    assert env_["QRMI_JOB_QPU_TYPES"] == "ibm-quantum-compute-service"
+    acquires, releases = _ops(server, "acquire"), _ops(server, "release")
+    assert len(acquires) == 1 and len(releases) == 1
+    token = acquires[0]["session_id"]
+    assert env_["ibm_fez_QRMI_JOB_ACQUISITION_TOKEN"] == _ref(token)
+    assert env_["ibm_fez_QRMI_IBM_QCS_IAM_APIKEY"] == _ref(SECRET)
+    # the site's own variable is not copied into the job: only the session layer exports it
+    assert KEY_VAR not in env_
+    assert env_["ibm_fez_QRMI_IBM_QCS_ENDPOINT"] == server.url
+    assert env_["FLUXQR_QPU_IBM_FEZ_SESSION"].startswith("sha256:")
+    assert seen["props"]["vendor"] == "ibm"
+    assert releases[0]["session_id"] == token
+    memo = _memo(inst, jobid)["ibm_fez"]
+    assert memo["session"] == env_["FLUXQR_QPU_IBM_FEZ_SESSION"] == _ref(token)
+    assert memo["acquired"] and memo["released"] and memo["mode"] == "dedicated"
+    assert token not in json.dumps(inst.job_info(jobid))
+
+
+def test_acquire_failure_fails_the_job_before_any_task_runs(env) -> None:
+    inst, server, work = env
+    marker = work / "ran-anyway"
+    server.set(refuse_sessions=True)
+    try:
+        jobid = inst.run(["flux", "submit", "-N1", "--qpu-device=ibm_fez", "touch",
+                          str(marker)]).stdout.strip()
+        info = inst.wait_job(jobid)
+    finally:
+        server.set(refuse_sessions=False)
+    assert info["result"] != "COMPLETED"
+    events = inst.run(["flux", "job", "eventlog", jobid]).stdout
+    exc = [line for line in events.splitlines() if "exception" in line and "fluxqr" in line]
+    assert exc and "cannot open a session on ibm_fez" in exc[0]
+    assert "session quota exceeded" in exc[0]
+    assert not marker.exists()
+    assert "error" in _memo(inst, jobid)["ibm_fez"]
+
+
+def test_local_device_needs_no_session(env) -> None:
+    inst, server, work = env
+    before = len(_ops(server, "acquire"))
+    jobid = inst.run(["flux", "submit", "-N1", "--qpu-device=aer", sys.executable,
+                      str(work / "task.py")]).stdout.strip()
+    info = inst.wait_job(jobid)
+    assert info["result"] != "COMPLETED"  # QRMIService has no resources: the task says so
+    assert len(_ops(server, "acquire")) == before
+    assert _memo(inst, jobid)["aer"]["mode"] == "none"
+
+
+def test_thirty_jobs_every_session_released(env) -> None:
+    """Random cancel / timeout / failing command / acquire failure: nothing leaks."""
+    inst, server, work = env
+    server.reset()
+    rng = random.Random(7)
+    kinds = ["ok", "cancel", "timeout", "fail", "refuse"] * 6
+    rng.shuffle(kinds)
+    jobs = []
+    for kind in kinds:
+        if kind == "refuse":
+            # only this job may meet the refusing service: let the earlier ones finish
+            for _, earlier in jobs:
+                inst.wait_job(earlier, timeout=120)
+            server.set(refuse_sessions=True)
+        cmd = {"ok": ["true"], "fail": ["false"], "cancel": ["sleep", "60"],
+               "timeout": ["sleep", "60"], "refuse": ["true"]}[kind]
+        extra = ["-t", "2s"] if kind == "timeout" else []
+        jobid = inst.run(["flux", "submit", "-n1", "--qpu-device=ibm_fez", *extra, *cmd]
+                         ).stdout.strip()
+        if kind == "refuse":
+            inst.wait_job(jobid)
+            server.set(refuse_sessions=False)
+        if kind == "cancel":
+            inst.run(["flux", "job", "wait-event", "-t", "60", jobid, "start"])
+            time.sleep(rng.random() * 0.5)
+            inst.run(["flux", "cancel", jobid])
+        jobs.append((kind, jobid))
+    results = {jobid: (kind, inst.wait_job(jobid, timeout=120)) for kind, jobid in jobs}
+    log = server.log()["sessions"]
+    acquired = {e["session_id"] for e in log if e["op"] == "acquire"}
+    released = [e["session_id"] for e in log if e["op"] == "release"]
+    assert len(acquired) == 24  # every job but the 6 refused ones
+    assert len([e for e in log if e["op"] == "acquire-refused"]) == 6
+    assert sorted(released) == sorted(acquired), "every acquired session released once"
+    for jobid, (kind, info) in results.items():
+        memo = _memo(inst, jobid)["ibm_fez"]
+        if kind == "refuse":
+            assert "session quota exceeded" in memo["error"]
+            assert "fluxqr" in inst.run(["flux", "job", "eventlog", jobid]).stdout
+        else:
+            assert memo["acquired"] and memo["released"], (kind, memo)
+        assert (info["result"] == "COMPLETED") == (kind == "ok"), (kind, info["result"])
+    state = Path(inst.run(["flux", "getattr", "rundir"]).stdout.strip()) / "fluxqr"
+    assert not list(state.glob("*.json")), "no session state left behind"
+
+
+def test_instance_dump_holds_no_secret(env) -> None:
+    inst, server, work = env
+    tokens = {e["session_id"] for e in server.log()["sessions"] if e["op"] == "acquire"}
+    assert tokens, "earlier tests opened sessions"
+    dump = work / "dump.tar"
+    inst.run(["flux", "dump", "--no-cache", str(dump)])
+    texts = {"dmesg": inst.run(["flux", "dmesg"]).stdout}
+    for jobid in inst.run(["flux", "jobs", "-a", "-no", "{id}"]).stdout.split():
+        texts[f"{jobid} eventlog"] = inst.run(["flux", "job", "eventlog", jobid]).stdout
+        for key in ("jobspec", "R"):
+            texts[f"{jobid} {key}"] = inst.run(["flux", "job", "info", jobid, key],
+                                               check=False).stdout
+    with tarfile.open(dump) as tar:
+        for member in tar.getmembers():
+            if member.isfile():
+                texts[f"kvs {member.name}"] = tar.extractfile(member).read().decode(
+                    errors="replace")
+    assert sum(map(len, texts.values())) > 1000
+    for where, text in texts.items():
+        assert SECRET not in text, f"API key found in {where}"
+        for token in tokens:
+            assert token not in text, f"acquisition token found in {where}"
