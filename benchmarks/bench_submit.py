@@ -41,20 +41,19 @@ from fluxqr import instance, jobspec
 t1 = t()
 h = instance.connect()
 t2 = t()
-instance.check_validator(h)
+conf = instance.config(h)
+instance.check_validator(h, conf)
 t3 = t()
-jgf = instance.find_jgf(h)
+view = instance.resource_view(h)
 t4 = t()
-view = jobspec.view_from_jgf(jgf, "running Fluxion")
+instance.resource_view(h, cores=True)
 t5 = t()
-instance.find_jgf(h, "property=adapter")
-t6 = t()
 print(json.dumps({"import fluxqr.instance, fluxqr.jobspec": t1 - t0,
                   "connect (imports flux)": t2 - t1,
                   "config.get (check_validator)": t3 - t2,
-                  "Fluxion find, JGF (find_jgf)": t4 - t3, "view_from_jgf": t5 - t4,
-                  "for comparison: find of the QPUs only (property=adapter)": t6 - t5,
-                  "JGF bytes": len(json.dumps(jgf))}))
+                  "resource_view (QPUs + down)": t4 - t3,
+                  "resource_view with cores-per-node": t5 - t4,
+                  "QPUs": len(view.qpus)}))
 """
 
 

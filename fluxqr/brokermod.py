@@ -29,6 +29,7 @@ import logging
 import os
 import queue
 import threading
+import time
 from typing import Any
 
 from flux.brokermod import BrokerModule, request_handler
@@ -101,17 +102,18 @@ class FluxqrModule(BrokerModule):
 
     def _read_worker(self) -> None:
         snaps: Any
+        start = time.monotonic()
         try:
             snaps = self.refresher.reader(self.refresher.inventory, self.refresher.timeout)
         except Exception as err:  # noqa: BLE001 - reported from the reactor side
             snaps = err
-        self._results.put(snaps)
+        self._results.put((snaps, time.monotonic() - start))
         os.write(self._wfd, b"x")
 
     def _on_results(self, *_args) -> None:
         os.read(self._rfd, 64)
         while not self._results.empty():
-            snaps = self._results.get()
+            snaps, read_seconds = self._results.get()
             self._busy = False
             if isinstance(snaps, Exception):
                 self.log.error(f"fluxqr: device reads failed: {snaps}")
@@ -122,6 +124,7 @@ class FluxqrModule(BrokerModule):
                 report = self.refresher.cycle()
             finally:
                 self.refresher.reader = reader
+            report.seconds += read_seconds  # the cycle's time includes its reads
             if report.errors:
                 self.log.error(f"fluxqr: cycle {self.refresher.cycles}: "
                                f"{len(report.errors)} error(s): {report.errors[0]}")
