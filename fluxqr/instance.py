@@ -66,7 +66,7 @@ def resource_view(handle: Any, cores: bool = False) -> Any:
     """
     from .jobspec import QpuInfo, ResourceView
 
-    down = _find(handle, "status=down", "jgf") or {}
+    down = _find(handle, "status=down and property=adapter", "jgf") or {}
     down_names = {n["metadata"].get("name") for n in (down.get("graph") or {}).get("nodes", [])
                   if n.get("metadata", {}).get("type") == "qpu"}
     found = _find(handle, "property=adapter", "jgf") or {}
