@@ -24,10 +24,12 @@ answers ``fluxqr.status`` (what ``flux qr status`` prints) and ``fluxqr.refresh`
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
 import queue
+import signal
 import threading
 import time
 from typing import Any
@@ -71,6 +73,10 @@ class FluxqrModule(BrokerModule):
             conf = h.rpc("config.get").get() or {}
             self.settings = settings(conf, args)
             inv = inventory.load(self.settings["devices"])
+            from .sessions import instance_context
+
+            # Computed once: at shutdown the broker may no longer answer config requests.
+            self.sessions = instance_context(h, self.settings)
             self.refresher = Refresher(inv, FluxionTarget(h),
                                        failure_threshold=self.settings["failure-threshold"],
                                        timeout=self.settings["timeout"])
@@ -87,6 +93,11 @@ class FluxqrModule(BrokerModule):
         self._timer = h.timer_watcher_create(0.0, self._on_timer,
                                              repeat=self.settings["interval"])
         self._timer.start()
+        # At instance shutdown the broker terminates Python modules with SIGTERM: catch it
+        # in the reactor so the sessions of canceled jobs are released before exiting.
+        self._sigterm = h.signal_watcher_create(signal.SIGTERM, self._on_sigterm)
+        self._sigterm.start()
+        self._sweep()  # sessions left by jobs that ended while no epilog could run
         self.log.info(f"fluxqr: refreshing {len(inv)} device(s) every "
                       f"{self.settings['interval']:g} s from {self.settings['devices']}")
 
@@ -135,17 +146,49 @@ class FluxqrModule(BrokerModule):
         status["settings"] = self.settings
         self.handle.respond(msg, json.loads(json.dumps(status, default=str)))
 
+    @request_handler("session-env", allow_guest=True)
+    def _session_env(self, msg) -> None:
+        # Job shells on every node ask here: the session records live on this rank.
+        from .errors import FluxqrError
+        from .sessions import job_environment
+
+        try:
+            jobid = str(msg.payload["jobid"])
+            env = job_environment(self.sessions, jobid, userid=msg.userid)
+            self.handle.respond(msg, {"env": env})
+        except (FluxqrError, KeyError, TypeError, ValueError) as exc:
+            self.handle.respond_error(msg, errno.EPERM if "owner only" in str(exc)
+                                      else errno.ENOENT, str(exc))
+
     @request_handler("refresh")
     def _refresh(self, msg) -> None:
         self._start_reads()
         self.handle.respond(msg, {"started": True})
 
+    def _on_sigterm(self, *_args) -> None:
+        self.log.info("fluxqr: terminating")
+        self.stop()
+
+    def _sweep(self) -> None:
+        from .errors import FluxqrError
+        from .sessions import sweep
+
+        try:
+            for line in sweep(self.sessions):
+                self.log.info(f"fluxqr: session sweep: {line}")
+        except (FluxqrError, OSError) as exc:
+            self.log.error(f"fluxqr: session sweep failed: {exc}")
+
     def run(self) -> None:
         try:
             super().run()
         finally:
+            # At instance shutdown modules are removed after running jobs were canceled,
+            # possibly before their epilogs ran: release what those jobs still hold.
+            self._sweep()
             logging.getLogger("fluxqr").removeHandler(self._handler)
             self._timer.stop()
             self._fdw.stop()
+            self._sigterm.stop()
             os.close(self._rfd)
             os.close(self._wfd)

@@ -242,23 +242,27 @@ def cmd_session(args: argparse.Namespace) -> int:
     from . import instance
     from . import sessions as session
 
-    ctx = session.instance_context(instance.connect())
+    handle = instance.connect()
     jobid = _jobid(args)
+    if args.action == "env":
+        env = session.remote_environment(handle, jobid)
+        if env is None:  # no module: read rank 0's state directly (single node, or shared)
+            env = session.job_environment(session.instance_context(handle), jobid)
+        for key, value in env.items():
+            print(f"{key}={value}")
+        print("FLUXQR_SESSION_ENV=ok")  # the shell plugin's proof of a complete answer
+        return 0
+    ctx = session.instance_context(handle)
     if args.action == "prolog":
         js = session.prolog(ctx, jobid)
         if js is not None:
             opened = [r.device for r in js.records if r.token]
             print(f"fluxqr: job {jobid}: sessions open on {', '.join(opened) or 'none needed'}")
         return 0
-    if args.action == "epilog":
-        errors = session.epilog(ctx, jobid)
-        for err in errors:
-            print(f"fluxqr: job {jobid}: {err}", file=sys.stderr)
-        return 1 if errors else 0
-    for key, value in session.job_environment(ctx, jobid).items():
-        print(f"{key}={value}")
-    print("FLUXQR_SESSION_ENV=ok")  # the shell plugin's proof of a complete answer
-    return 0
+    errors = session.epilog(ctx, jobid)
+    for err in errors:
+        print(f"fluxqr: job {jobid}: {err}", file=sys.stderr)
+    return 1 if errors else 0
 
 
 # -- installation --------------------------------------------------------------------------

@@ -62,7 +62,7 @@ if system and system.quantum then
     end
     for line in out:gmatch ("[^\\n]+") do
         local key, value = line:match ("^([%w_]+)=(.*)$")
-        if key then shell.setenv (key, value) end
+        if key and key ~= "FLUXQR_SESSION_ENV" then shell.setenv (key, value) end
     end
 end
 """

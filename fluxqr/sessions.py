@@ -121,17 +121,18 @@ class JobSessions:
     records: list[SessionRecord] = field(default_factory=list)
     duration: float = 0.0
     devices_file: str | None = None
+    userid: int | None = None
 
     def to_json(self) -> str:
         return json.dumps({"jobid": self.jobid, "duration": self.duration,
-                           "devices_file": self.devices_file,
+                           "devices_file": self.devices_file, "userid": self.userid,
                            "records": [r.__dict__ for r in self.records]})
 
     @classmethod
     def from_json(cls, text: str) -> JobSessions:
         data = json.loads(text)
         return cls(data["jobid"], [SessionRecord(**r) for r in data["records"]],
-                   data.get("duration", 0.0), data.get("devices_file"))
+                   data.get("duration", 0.0), data.get("devices_file"), data.get("userid"))
 
 
 class SessionStore:
@@ -183,7 +184,7 @@ def _session_device(device: Device, mode: str, max_time: float | None) -> Device
 
 def open_sessions(jobid: str, devices: list[Device], mode: str, max_time: float | None,
                   store: SessionStore, duration: float = 0.0,
-                  devices_file: str | None = None) -> JobSessions:
+                  devices_file: str | None = None, userid: int | None = None) -> JobSessions:
     """Acquire a session on every device that has them; all or nothing.
 
     The state file is rewritten after each acquisition, so that an epilog can release
@@ -191,7 +192,7 @@ def open_sessions(jobid: str, devices: list[Device], mode: str, max_time: float 
     """
     from .devices import adapter_for
 
-    js = JobSessions(jobid, duration=duration, devices_file=devices_file)
+    js = JobSessions(jobid, duration=duration, devices_file=devices_file, userid=userid)
     for dev in devices:
         rec = SessionRecord(dev.name, dev.adapter, mode if dev.adapter == "qrmi" else "none")
         js.records.append(rec)
@@ -414,14 +415,18 @@ class InstanceContext:
     store: SessionStore
 
 
-def instance_context(handle: Any) -> InstanceContext:
-    """Read ``[fluxqr]`` from the instance config; the store defaults to ``<rundir>/fluxqr``."""
+def instance_context(handle: Any, conf: dict[str, Any] | None = None) -> InstanceContext:
+    """Settings (``conf``, or ``[fluxqr]`` from the instance config); the store defaults to
+    rank 0's ``<rundir>/fluxqr`` (where the prolog runs)."""
     from . import inventory
     from .config import settings
-    from .instance import config
+    from .instance import config, rpc
 
-    conf = settings(config(handle), ())
-    directory = conf.get("session-dir") or os.path.join(handle.attr_get("rundir"), "fluxqr")
+    conf = conf if conf is not None else settings(config(handle), ())
+    directory = conf.get("session-dir")
+    if not directory:
+        rundir = rpc(handle, "attr.get", {"name": "rundir"}, nodeid=0)["value"]
+        directory = os.path.join(rundir, "fluxqr")
     return InstanceContext(handle, inventory.load(conf["devices"]), conf["devices"],
                            SessionStore(directory))
 
@@ -456,9 +461,11 @@ def prolog(ctx: InstanceContext, jobid: str) -> JobSessions | None:
     duration = float(((spec.get("attributes") or {}).get("system") or {}).get("duration") or 0)
     devices = [ctx.inventory.get(n) for n in names]
     key = str(int(jid))
+    userid = os.environ.get("FLUX_JOB_USERID")
     try:
         js = open_sessions(key, devices, mode, max_time, ctx.store, duration=duration,
-                           devices_file=ctx.devices_file)
+                           devices_file=ctx.devices_file,
+                           userid=int(userid) if userid else None)
     except SessionError as exc:
         failed = ctx.store.load(key)
         if failed is not None:
@@ -492,15 +499,74 @@ def epilog(ctx: InstanceContext, jobid: str) -> list[str]:
     return errors
 
 
-def job_environment(ctx: InstanceContext, jobid: str) -> dict[str, str]:
-    """The tasks' environment for a running job (``flux qr session env``)."""
+def remote_environment(handle: Any, jobid: str) -> dict[str, str] | None:
+    """Ask rank 0's fluxqr module for the environment (works on every node); None when
+    the module is not loaded."""
+    import errno
+
+    try:
+        return handle.rpc("fluxqr.session-env", {"jobid": str(jobid)}, nodeid=0).get()["env"]
+    except OSError as exc:
+        if exc.errno == errno.ENOSYS:
+            return None
+        raise SessionError(f"job {jobid}: {exc.strerror or exc}") from None
+
+
+def job_environment(ctx: InstanceContext, jobid: str, userid: int | None = None
+                    ) -> dict[str, str]:
+    """The tasks' environment for a running job (``flux qr session env``).
+
+    ``userid``: who asks (the broker module passes the requester); only the job's owner
+    and the instance owner get an answer.
+    """
     import flux.job
 
     key = str(int(flux.job.JobID(jobid)))
     js = ctx.store.load(key)
+    if js is not None and userid is not None and userid not in (js.userid, os.getuid()):
+        raise SessionError(f"job {jobid}: its session environment is for its owner only")
     if js is None:
         raise SessionError(f"job {jobid}: no session record in {ctx.store.dir}",
                            fix="is the fluxqr prolog configured? On multi-node instances set "
                                "[fluxqr] session-dir to a directory every node can read")
     devices = [ctx.inventory.get(r.device) for r in js.records]
     return task_environment(js, devices)
+
+
+def _job_running(handle: Any, jobid: str) -> bool:
+    import flux.job
+
+    try:
+        info = flux.job.job_list_id(handle, flux.job.JobID(jobid), attrs=["state"]).get_jobinfo()
+        return info.state_single in ("R", "RUN") or str(info.state).endswith("RUN")
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def sweep(ctx: InstanceContext, force: bool = False) -> list[str]:
+    """Release the sessions of jobs that are no longer running (or of all, with ``force``).
+
+    The broker module runs this when it is loaded and when it is unloaded — which, at
+    instance shutdown, comes after the running jobs were canceled but possibly before
+    their epilogs could run. Returns one line per job swept.
+    """
+    done = []
+    for key in ctx.store.jobids():
+        if not force and _job_running(ctx.handle, key):
+            continue
+        js = ctx.store.load(key)
+        if js is None:
+            continue
+        errors = close_sessions(js, ctx.inventory)
+        try:
+            _memo(ctx.handle, int(key), js)
+        except (OSError, ValueError):
+            pass  # the job-manager may be gone already; the release is what matters
+        if errors:
+            ctx.store.save(js)
+            done.append(f"job {key}: {'; '.join(errors)}")
+        else:
+            ctx.store.delete(key)
+            released = [r.device for r in js.records if r.released]
+            done.append(f"job {key}: released {', '.join(released) or 'nothing'}")
+    return done

@@ -201,3 +201,52 @@ def test_instance_dump_holds_no_secret(env) -> None:
         assert SECRET not in text, f"API key found in {where}"
         for token in tokens:
             assert token not in text, f"acquisition token found in {where}"
+
+
+def test_multi_node_job_gets_the_session_on_every_node(env) -> None:
+    """Each node's job shell asks rank 0's fluxqr module for the session environment."""
+    inst, server, work = env
+    inst.run(["flux", "module", "load", inst.env["FLUXQR_MODULE"],
+              f"devices={inst.devices}", "interval=60"])
+    try:
+        server.reset()
+        jobid = inst.run(["flux", "submit", "-N2", "-n2", "--qpu-device=ibm_fez",
+                          sys.executable, str(work / "task.py")]).stdout.strip()
+        info = inst.wait_job(jobid)
+        out = inst.run(["flux", "job", "attach", jobid], check=False)
+        assert info["result"] == "COMPLETED", out.stderr
+        lines = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+        assert len(lines) == 2, out.stdout + out.stderr
+        token = _ops(server, "acquire")[0]["session_id"]
+        assert len(lines) == 2
+        for seen in lines:
+            assert seen["env"]["ibm_fez_QRMI_JOB_ACQUISITION_TOKEN"] == _ref(token)
+            assert seen["qrmi_resources"] == ["ibm_fez"]
+        assert len(_ops(server, "acquire")) == 1 and len(_ops(server, "release")) == 1
+    finally:
+        inst.run(["flux", "module", "remove", "fluxqr"])
+
+
+def test_instance_shutdown_releases_running_sessions(tmp_path: Path) -> None:
+    with QCSStandIn("fake_fez", apikey=SECRET) as server:
+        devices = tmp_path / "devices.yaml"
+        devices.write_text(yaml.safe_dump({"version": 1, "devices": [
+            {"name": "ibm_fez", "adapter": "qrmi", "qubits": 156, "vendor": "ibm",
+             "params": {"resource_id": "ibm_fez",
+                        "resource_type": "ibm-quantum-compute-service",
+                        "config": server.qrmi_config()},
+             "credentials": {"QRMI_IBM_QCS_IAM_APIKEY": KEY_VAR}}]}))
+        inst = FluxInstance(tmp_path, build_r(tmp_path / "R.json", devices=devices),
+                            hosts="node[0-1]", devices=devices, env={KEY_VAR: SECRET}).start()
+        try:
+            inst.run(["flux", "module", "load", inst.env["FLUXQR_MODULE"],
+                      f"devices={devices}", "interval=60"])
+            jobid = inst.run(["flux", "submit", "-N1", "--qpu-device=ibm_fez", "sleep", "300"]
+                             ).stdout.strip()
+            inst.run(["flux", "job", "wait-event", "-t", "60", jobid, "start"])
+            assert len(_ops(server, "acquire")) == 1
+        finally:
+            inst.stop()
+        released = _ops(server, "release")
+        assert [r["session_id"] for r in released] == \
+            [a["session_id"] for a in _ops(server, "acquire")]
