@@ -398,5 +398,23 @@ def main(argv: Sequence[str] | None = None, prog: str = "fluxqr") -> int:
         return 0
 
 
+def console_main(prog: str = "fluxqr") -> None:
+    """Entry point of the ``fluxqr`` script and ``flux qr``: :func:`main`, then exit.
+
+    mqt-core's nanobind bindings print "leaked" warnings at interpreter teardown; once
+    the command's work and output are done, skip the teardown when they were loaded.
+    """
+    exit_quietly(main(prog=prog))
+
+
+def exit_quietly(code: int) -> None:
+    """Exit with ``code``, skipping interpreter teardown if mqt-core was loaded."""
+    if "mqt.core" in sys.modules:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console_main()

@@ -100,4 +100,6 @@ def _quantum_yaml(q: jobspec.QuantumRequest | None) -> dict:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from .cli import exit_quietly
+
+    exit_quietly(main())

@@ -32,7 +32,7 @@ import sys
 
 _python = {python!r}
 os.execv(_python, [_python, "-c",
-                   "import sys; from fluxqr.cli import main; sys.exit(main(prog='flux qr'))",
+                   "from fluxqr.cli import console_main; console_main('flux qr')",
                    *sys.argv[1:]])
 '''
 
