@@ -86,7 +86,7 @@ class FluxqrModule(BrokerModule):
             raise OSError(f"fluxqr: {exc}") from None
         self._results: queue.Queue = queue.Queue()
         self._busy = False
-        self._stop = threading.Event()
+        self._terminated = False
         self._rfd, self._wfd = os.pipe()
         self._fdw = h.fd_watcher_create(self._rfd, self._on_results, events=FLUX_POLLIN)
         self._fdw.start()
@@ -167,14 +167,15 @@ class FluxqrModule(BrokerModule):
 
     def _on_sigterm(self, *_args) -> None:
         self.log.info("fluxqr: terminating")
+        self._terminated = True
         self.stop()
 
-    def _sweep(self) -> None:
+    def _sweep(self, release: frozenset[str] = frozenset({"INACTIVE"})) -> None:
         from .errors import FluxqrError
         from .sessions import sweep
 
         try:
-            for line in sweep(self.sessions):
+            for line in sweep(self.sessions, release):
                 self.log.info(f"fluxqr: session sweep: {line}")
         except (FluxqrError, OSError) as exc:
             self.log.error(f"fluxqr: session sweep failed: {exc}")
@@ -183,9 +184,10 @@ class FluxqrModule(BrokerModule):
         try:
             super().run()
         finally:
-            # At instance shutdown modules are removed after running jobs were canceled,
-            # possibly before their epilogs ran: release what those jobs still hold.
-            self._sweep()
+            # At instance shutdown the broker terminates this module after running jobs
+            # were canceled, possibly before their epilogs ran: release what they hold.
+            if self._terminated:
+                self._sweep(frozenset({"INACTIVE", "CLEANUP"}))
             logging.getLogger("fluxqr").removeHandler(self._handler)
             self._timer.stop()
             self._fdw.stop()

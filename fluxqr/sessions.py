@@ -533,26 +533,28 @@ def job_environment(ctx: InstanceContext, jobid: str, userid: int | None = None
     return task_environment(js, devices)
 
 
-def _job_running(handle: Any, jobid: str) -> bool:
+def _job_state(handle: Any, jobid: str) -> str | None:
+    """The job's state name (``RUN``, ``CLEANUP``, ``INACTIVE``...), or None if unknown."""
     import flux.job
 
     try:
         info = flux.job.job_list_id(handle, flux.job.JobID(jobid), attrs=["state"]).get_jobinfo()
-        return info.state_single in ("R", "RUN") or str(info.state).endswith("RUN")
+        return str(info.state)
     except (OSError, ValueError, AttributeError):
-        return False
+        return None
 
 
-def sweep(ctx: InstanceContext, force: bool = False) -> list[str]:
-    """Release the sessions of jobs that are no longer running (or of all, with ``force``).
+def sweep(ctx: InstanceContext, release: frozenset[str] = frozenset({"INACTIVE"})) -> list[str]:
+    """Release the sessions of jobs in a state in ``release`` (or whose state is unknown).
 
-    The broker module runs this when it is loaded and when it is unloaded — which, at
-    instance shutdown, comes after the running jobs were canceled but possibly before
-    their epilogs could run. Returns one line per job swept.
+    The broker module runs this when it is loaded (jobs already inactive: their epilog
+    never ran) and when the broker terminates it at instance shutdown (then also jobs in
+    CLEANUP, canceled while their epilogs may not get to run). Returns a line per job.
     """
     done = []
     for key in ctx.store.jobids():
-        if not force and _job_running(ctx.handle, key):
+        state = _job_state(ctx.handle, key)
+        if state is not None and state not in release:
             continue
         js = ctx.store.load(key)
         if js is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import sys
 import tarfile
@@ -250,3 +251,31 @@ def test_instance_shutdown_releases_running_sessions(tmp_path: Path) -> None:
         released = _ops(server, "release")
         assert [r["session_id"] for r in released] == \
             [a["session_id"] for a in _ops(server, "acquire")]
+
+
+def test_module_load_releases_sessions_left_by_inactive_jobs(env) -> None:
+    """A session whose job ended without an epilog (e.g. a crash) is released on load."""
+    import flux.job
+
+    from fluxqr import instance, inventory, sessions
+
+    inst, server, work = env
+    jobid = inst.run(["flux", "submit", "-n1", "true"]).stdout.strip()
+    inst.wait_job(jobid)
+    os.environ[KEY_VAR] = SECRET  # this test process opens the session itself
+    try:
+        inv = inventory.load(inst.devices)
+        store = sessions.instance_context(instance.connect(inst.uri)).store
+        key = str(int(flux.job.JobID(jobid)))
+        sessions.open_sessions(key, [inv.get("ibm_fez")], "dedicated", None, store)
+    finally:
+        del os.environ[KEY_VAR]
+    leftover = store.load(key).records[0].token
+    assert store.path(key).exists()
+    inst.run(["flux", "module", "load", inst.env["FLUXQR_MODULE"],
+              f"devices={inst.devices}", "interval=60"])
+    try:
+        assert [r["session_id"] for r in _ops(server, "release")][-1] == leftover
+        assert not store.path(key).exists()
+    finally:
+        inst.run(["flux", "module", "remove", "fluxqr"])
