@@ -74,15 +74,21 @@ def _ops(server: QCSStandIn, op: str) -> list[dict]:
     return [e for e in server.log()["sessions"] if e["op"] == op]
 
 
-def test_task_sees_the_qrmi_contract_and_one_acquire_one_release(env) -> None:
-    inst, server, work = env
-    server.reset()
-    jobid = inst.run(["flux", "submit", "-N1", "--qpu-device=ibm_fez", "--qpu-session-time=10m",
-                      sys.executable, str(work / "task.py")]).stdout.strip()
+def _run_task(inst: FluxInstance, work: Path, *options: str) -> tuple[str, list[dict]]:
+    """Submit TASK with ``options``; its job id and what each task reported."""
+    jobid = inst.run(["flux", "submit", *options, sys.executable, str(work / "task.py")]
+                     ).stdout.strip()
     info = inst.wait_job(jobid)
     out = inst.run(["flux", "job", "attach", jobid], check=False)
     assert info["result"] == "COMPLETED", out.stderr
-    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    return jobid, [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+
+
+def test_task_sees_the_qrmi_contract_and_one_acquire_one_release(env) -> None:
+    inst, server, work = env
+    server.reset()
+    jobid, (seen,) = _run_task(inst, work, "-N1", "--qpu-device=ibm_fez",
+                               "--qpu-session-time=10m")
     assert seen["qpus"] == ["ibm_fez"] and seen["qrmi_resources"] == ["ibm_fez"]
     env_ = seen["env"]
     assert env_["QRMI_JOB_QPU_RESOURCES"] == "ibm_fez"
@@ -211,13 +217,7 @@ def test_multi_node_job_gets_the_session_on_every_node(env) -> None:
               f"devices={inst.devices}", "interval=60"])
     try:
         server.reset()
-        jobid = inst.run(["flux", "submit", "-N2", "-n2", "--qpu-device=ibm_fez",
-                          sys.executable, str(work / "task.py")]).stdout.strip()
-        info = inst.wait_job(jobid)
-        out = inst.run(["flux", "job", "attach", jobid], check=False)
-        assert info["result"] == "COMPLETED", out.stderr
-        lines = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
-        assert len(lines) == 2, out.stdout + out.stderr
+        _, lines = _run_task(inst, work, "-N2", "-n2", "--qpu-device=ibm_fez")
         token = _ops(server, "acquire")[0]["session_id"]
         assert len(lines) == 2
         for seen in lines:
