@@ -92,12 +92,6 @@ class ResourceGraph:
                 return vid
         return None
 
-    def qpu_path(self, name: str) -> str:
-        vid = self.qpu_vertex(name)
-        if vid is None:
-            raise GraphError(f"no QPU named '{name}'", where=self.where)
-        return self.g.nodes[vid]["meta"]["paths"]["containment"]
-
     def ranks(self) -> list[tuple[int, str, dict[str, list[int]], dict[str, str]]]:
         """``(rank, hostname, {core: ids, gpu: ids}, properties)`` for every node vertex."""
         out = []
@@ -228,22 +222,6 @@ class ResourceGraph:
                              f'"rank":{rank},"paths":{{"containment":"{path}/{t}{i}"}}}}}}')
                 base += 1
         return "".join(parts)
-
-    def iter_vertices(self) -> Iterator[tuple[str, dict[str, Any]]]:
-        """Every vertex as ``(id, metadata)``, compact pools expanded after their node."""
-        for vid, d in self.g.nodes(data=True):
-            yield vid, d["meta"]
-            pool = d.get("pool")
-            if pool:
-                meta = d["meta"]
-                base = d["pool_base"]
-                path = meta["paths"]["containment"]
-                rank = meta["rank"]
-                for rtype, ids in pool:
-                    for i in ids:
-                        yield str(base), {"type": rtype, "id": i, "rank": rank,
-                                          "paths": {"containment": f"{path}/{rtype}{i}"}}
-                        base += 1
 
     def iter_jgf_chunks(self) -> Iterator[str]:
         """JGF text in chunks (deterministic; the same graph gives the same bytes)."""
