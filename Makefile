@@ -4,15 +4,30 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.fluxqr-installed
 
-.PHONY: setup demo test bench docs lint graphs clean
+# Flux (flux-core + flux-sched) is found on PATH or under FLUX_PREFIX; when it is missing,
+# `make flux` builds it there from the upstream release sources (FLUX_SOURCES: a directory
+# holding the release tarballs; empty: download them).
+FLUX_PREFIX  ?= /opt/flux
+FLUX_SOURCES ?=
+export FLUX_PREFIX
 
-setup: $(STAMP)
+.PHONY: setup demo test bench docs lint graphs clean flux have-flux
+
+setup: have-flux $(STAMP)
+
+flux:
+	scripts/build-flux.sh --prefix "$(FLUX_PREFIX)" $(if $(FLUX_SOURCES),--sources "$(FLUX_SOURCES)")
+
+# Build Flux only when no Flux with Fluxion is found; the venv then links its bindings.
+have-flux:
+	@if scripts/build-flux.sh --check --prefix "$(FLUX_PREFIX)"; then :; else \
+		$(MAKE) --no-print-directory flux && rm -f $(STAMP); fi
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[all,dev]'
-	$(PY) -m fluxqr.fluxenv link
+	$(PY) -m fluxqr.flux.env link
 	touch $(STAMP)
 
 demo: setup

@@ -33,7 +33,7 @@ print(time.perf_counter() - t)
 PROBE_CODE = """
 import json, time
 from fluxqr.devices import read
-from fluxqr.inventory import Device
+from fluxqr.core.inventory import Device
 devices = [Device(**d) for d in json.loads({devices!r})]
 t = time.perf_counter()
 first = [read(d, timeout=120) for d in devices]

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fluxqr import fluxenv
+from fluxqr.flux import env as fluxenv
 
 ROOT = Path(__file__).resolve().parent.parent
 NODES, CORES, GPUS, QPUS = 4096, 96, 4, 32

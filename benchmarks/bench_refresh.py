@@ -27,8 +27,11 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from fluxqr import fluxenv, graph, instance, inventory, refresh  # noqa: E402
+from fluxqr.agent import refresh  # noqa: E402
+from fluxqr.core import graph, inventory  # noqa: E402
 from fluxqr.devices.snapshot import DeviceSnapshot  # noqa: E402
+from fluxqr.flux import env as fluxenv  # noqa: E402
+from fluxqr.flux import instance  # noqa: E402
 
 N = 32
 

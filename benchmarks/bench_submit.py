@@ -37,7 +37,8 @@ RPC_PROBE = r"""
 import json, time
 t = time.perf_counter
 t0 = t()
-from fluxqr import instance, jobspec
+from fluxqr.flux import instance
+from fluxqr.core import jobspec
 t1 = t()
 h = instance.connect()
 t2 = t()
@@ -48,7 +49,7 @@ view = instance.resource_view(h)
 t4 = t()
 instance.resource_view(h, cores=True)
 t5 = t()
-print(json.dumps({"import fluxqr.instance, fluxqr.jobspec": t1 - t0,
+print(json.dumps({"import fluxqr.flux.instance, fluxqr.core.jobspec": t1 - t0,
                   "connect (imports flux)": t2 - t1,
                   "config.get (check_validator)": t3 - t2,
                   "resource_view (QPUs + down)": t4 - t3,
@@ -145,7 +146,7 @@ def bench_large(flux: str, nodes: int, reps: int) -> None:
 
 
 def bench(reps: int, force_profile: bool = False, large: int = 0) -> int:
-    from fluxqr import fluxenv
+    from fluxqr.flux import env as fluxenv
 
     print("== jobspec: flux submit --dry-run with the fluxqr plugin vs without", flush=True)
     flux = fluxenv.flux_command()

@@ -25,7 +25,7 @@ extensions = [
     "fluxqr_docs",
 ]
 
-# fluxqr.brokermod and fluxqr.fluxplugin import the flux bindings at import time;
+# fluxqr.agent.module and fluxqr.flux.cliplugin import the flux bindings at import time;
 # the docs must build where Flux is not installed.
 autodoc_mock_imports = ["flux"]
 autodoc_member_order = "bysource"

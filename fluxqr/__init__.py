@@ -16,8 +16,8 @@ from typing import Any
 __version__ = "0.1.0"
 
 _LAZY = {
-    "allocation": ("fluxqr.sessions", "allocation"),
-    "session": ("fluxqr.sessions", "session"),
+    "allocation": ("fluxqr.job", "allocation"),
+    "session": ("fluxqr.job", "session"),
     "FluxqrError": ("fluxqr.errors", "FluxqrError"),
 }
 

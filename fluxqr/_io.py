@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, Any
 
-from .errors import FluxqrError
+from fluxqr.errors import FluxqrError
 
 
 def atomic_write(path: str | os.PathLike, writer: Callable[[IO[str]], None]) -> None:

@@ -13,7 +13,8 @@ import os
 import sys
 from collections.abc import Sequence
 
-from .errors import FluxqrError
+from fluxqr.core.tables import format_rows
+from fluxqr.errors import FluxqrError
 
 DEVICES_ENV = "FLUXQR_DEVICES"
 
@@ -28,7 +29,7 @@ def _add_devices_opt(p: argparse.ArgumentParser, required: bool = True) -> None:
 
 
 def cmd_graph_build(args: argparse.Namespace) -> int:
-    from . import graph, inventory
+    from fluxqr.core import graph, inventory
 
     if args.input and args.nodes is not None:
         raise FluxqrError("give either --input or --nodes, not both",
@@ -46,7 +47,7 @@ def cmd_graph_build(args: argparse.Namespace) -> int:
         inv = inventory.load(args.devices)
         snaps = None
         if args.probe:
-            from . import devices
+            from fluxqr import devices
 
             snaps = {s.device: s for s in devices.probe(inv)}
         graph.add_devices(g, inv, snaps)
@@ -61,7 +62,7 @@ def cmd_graph_build(args: argparse.Namespace) -> int:
 
 
 def cmd_graph_show(args: argparse.Namespace) -> int:
-    from . import graph
+    from fluxqr.core import graph
 
     g = graph.read(args.file)
     counts = g.counts()
@@ -94,7 +95,7 @@ def cmd_graph_show(args: argparse.Namespace) -> int:
 
 
 def cmd_devices_list(args: argparse.Namespace) -> int:
-    from . import inventory
+    from fluxqr.core import inventory
 
     inv = inventory.load(args.devices)
     if args.json:
@@ -111,7 +112,8 @@ def cmd_devices_list(args: argparse.Namespace) -> int:
 
 
 def cmd_devices_probe(args: argparse.Namespace) -> int:
-    from . import devices, inventory
+    from fluxqr import devices
+    from fluxqr.core import inventory
 
     inv = inventory.load(args.devices)
     snaps = devices.probe(inv, timeout=args.timeout)
@@ -127,10 +129,10 @@ def cmd_devices_probe(args: argparse.Namespace) -> int:
 
 def _view(args: argparse.Namespace, handle=None):
     """Current devices: from --graph FILE, else from the enclosing instance's Fluxion."""
-    from . import jobspec
+    from fluxqr.core import jobspec
 
     if getattr(args, "graph", None):
-        from . import graph
+        from fluxqr.core import graph
 
         return jobspec.view_from_graph(graph.read(args.graph), f"graph file {args.graph}")
     if handle is None:
@@ -138,16 +140,16 @@ def _view(args: argparse.Namespace, handle=None):
             raise FluxqrError("no device information: not inside a Flux instance",
                               fix="run inside one (flux start / flux alloc), or pass "
                                   "--graph R_OR_JGF")
-        from . import instance
+        from fluxqr.flux import instance
 
         handle = instance.connect()
-    from . import instance
+    from fluxqr.flux import instance
 
     return instance.resource_view(handle, cores=True)
 
 
 def cmd_jobspec(args: argparse.Namespace) -> int:
-    from . import jobspec
+    from fluxqr.core import jobspec
 
     req = jobspec.load_request(args.file)
     view = _view(args) if req.quantum else None
@@ -157,7 +159,8 @@ def cmd_jobspec(args: argparse.Namespace) -> int:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from . import instance, jobspec
+    from fluxqr.core import jobspec
+    from fluxqr.flux import instance
 
     req = jobspec.load_request(args.file)
     handle = instance.connect()
@@ -180,13 +183,14 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_refresh(args: argparse.Namespace) -> int:
-    from . import inventory, refresh
+    from fluxqr.agent import refresh
+    from fluxqr.core import inventory
 
     inv = inventory.load(args.devices)
     if args.graph:
         target = refresh.GraphFileTarget(args.graph)
     else:
-        from . import instance
+        from fluxqr.flux import instance
 
         target = refresh.FluxionTarget(instance.connect())
     r = refresh.Refresher(inv, target, failure_threshold=args.failure_threshold,
@@ -209,7 +213,8 @@ def cmd_refresh(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from . import instance, refresh
+    from fluxqr.agent import refresh
+    from fluxqr.flux import instance
 
     handle = instance.connect()
     try:
@@ -239,8 +244,8 @@ def _jobid(args: argparse.Namespace) -> str:
 
 
 def cmd_session(args: argparse.Namespace) -> int:
-    from . import instance
-    from . import sessions as session
+    from fluxqr.agent import sessions as session
+    from fluxqr.flux import instance
 
     handle = instance.connect()
     jobid = _jobid(args)
@@ -269,7 +274,7 @@ def cmd_session(args: argparse.Namespace) -> int:
 
 
 def cmd_flux_install(args: argparse.Namespace) -> int:
-    from . import fluxinstall
+    from fluxqr.flux import install as fluxinstall
 
     files = fluxinstall.install(args.prefix)
     for path in files.values():
@@ -285,13 +290,6 @@ def cmd_flux_install(args: argparse.Namespace) -> int:
 
 
 # -- plumbing ------------------------------------------------------------------------------
-
-
-def format_rows(rows: Sequence[Sequence[str]]) -> str:
-    """Left-aligned columns, like ``flux resource list``."""
-    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-                     for r in rows)
 
 
 def build_parser(prog: str = "fluxqr") -> argparse.ArgumentParser:

@@ -16,7 +16,9 @@ import json
 import sys
 from pathlib import Path
 
-from . import devices, fluxenv, graph, inventory, jobspec
+from fluxqr import devices
+from fluxqr.core import graph, inventory, jobspec
+from fluxqr.flux import env as fluxenv
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run_in_flux(work: Path, r_path: Path, devices_file: str, job: str,
                  req: jobspec.HybridRequest) -> int:
-    from .localinstance import LocalInstance
+    from fluxqr.flux.localinstance import LocalInstance
 
     print(f"\n== 3. local Flux instance ({fluxenv.flux_command()}) with sessions on; "
           f"submitting {job}", flush=True)
@@ -100,6 +102,6 @@ def _quantum_yaml(q: jobspec.QuantumRequest | None) -> dict:
 
 
 if __name__ == "__main__":
-    from .cli import exit_quietly
+    from fluxqr.cli import exit_quietly
 
     exit_quietly(main())

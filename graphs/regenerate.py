@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from fluxqr import graph, inventory
+from fluxqr.core import graph, inventory
 
 HERE = Path(__file__).resolve().parent
 

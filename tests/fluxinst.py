@@ -1,4 +1,4 @@
-"""Real Flux test instances: :class:`fluxqr.localinstance.LocalInstance` plus test helpers.
+"""Real Flux test instances: :class:`fluxqr.flux.localinstance.LocalInstance` plus test helpers.
 
 Tests that use these run whenever a ``flux`` with Fluxion is found (``PATH``, then
 ``$FLUX_PREFIX/bin``, default ``/opt/flux/bin``) and are skipped with the reason
@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from fluxqr import fluxenv
-from fluxqr.localinstance import LocalInstance
+from fluxqr.flux import env as fluxenv
+from fluxqr.flux.localinstance import LocalInstance
 
 FLUX = fluxenv.flux_command()
 HAVE_FLUX = bool(FLUX) and fluxenv.has_fluxion()
@@ -59,7 +59,7 @@ class FluxInstance(LocalInstance):
 
 def fluxqr_env(directory: Path) -> dict[str, str]:
     """Install fluxqr's Flux files under ``directory``; the env that makes Flux find them."""
-    from fluxqr import fluxinstall
+    from fluxqr.flux import install as fluxinstall
 
     files = fluxinstall.install(directory)
     return {"FLUX_EXEC_PATH": str(files["command"].parent),
@@ -69,7 +69,7 @@ def fluxqr_env(directory: Path) -> dict[str, str]:
 
 def build_r(path: Path, nodes: int = 2, cores: int = 4, devices: Path | None = None) -> Path:
     """A synthetic R (hosts node0..) with the given devices, as `fluxqr graph build` writes it."""
-    from fluxqr import graph, inventory
+    from fluxqr.core import graph, inventory
 
     g = graph.synthesize(nodes, cores)
     if devices:

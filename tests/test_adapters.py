@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from fluxqr.core.inventory import Device
 from fluxqr.devices import DeviceSnapshot, adapter_for, format_table, probe, read
 from fluxqr.devices.base import summarize, target_summary
 from fluxqr.errors import FluxqrError, MissingExtraError
-from fluxqr.inventory import Device
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -246,7 +246,7 @@ def test_qdmi_library_with_prefix_in_a_fresh_process(tmp_path):
     config = tiny_config(tmp_path)
     code = textwrap.dedent(f"""
         from fluxqr.devices import probe
-        from fluxqr.inventory import Device
+        from fluxqr.core.inventory import Device
         devs = [Device("own", "qdmi", 3, params={{"device": "site.own.sc", "library": {str(lib)!r},
                        "prefix": "MQT_SC", "config_file": {str(config)!r}}}),
                 Device("std", "qdmi", 100, params={{"device": "mqt.sc.default"}})]

@@ -353,9 +353,9 @@ def _sources(language: str) -> list[tuple[str, str]]:
 
 def test_toml_examples_parse_and_their_fluxqr_table_is_valid() -> None:
     try:
-        from fluxqr.config import settings
-    except ImportError:  # before fluxqr.config existed
-        from fluxqr.refresh import settings
+        from fluxqr.core.config import settings
+    except ImportError:  # before fluxqr.core.config existed
+        from fluxqr.agent.refresh import settings
     shown = _sources("toml")
     assert shown
     for where, text in shown:

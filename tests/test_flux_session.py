@@ -257,7 +257,9 @@ def test_module_load_releases_sessions_left_by_inactive_jobs(env) -> None:
     """A session whose job ended without an epilog (e.g. a crash) is released on load."""
     import flux.job
 
-    from fluxqr import instance, inventory, sessions
+    from fluxqr.agent import sessions
+    from fluxqr.core import inventory
+    from fluxqr.flux import instance
 
     inst, server, work = env
     jobid = inst.run(["flux", "submit", "-n1", "true"]).stdout.strip()

@@ -10,7 +10,7 @@ import jsonschema
 import pytest
 from conftest import GRAPHS, assert_user_error, run_cli
 
-from fluxqr import graph, inventory
+from fluxqr.core import graph, inventory
 from fluxqr.devices.snapshot import DeviceSnapshot
 from fluxqr.errors import GraphError
 

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from conftest import GRAPHS, JOBSPECS, assert_user_error, run_cli
 
-from fluxqr import graph, inventory, jobspec
+from fluxqr.core import graph, inventory, jobspec
 from fluxqr.devices.snapshot import DeviceSnapshot
 from fluxqr.errors import JobspecError
 

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-MODULES = ["fluxqr", "fluxqr.cli", "fluxqr.devices", "fluxqr.inventory"]
+MODULES = ["fluxqr", "fluxqr.cli", "fluxqr.devices", "fluxqr.core.inventory"]
 HEAVY = ["qiskit", "qiskit_aer", "qiskit_ibm_runtime", "braket", "boto3", "mqt", "qrmi"]
 
 

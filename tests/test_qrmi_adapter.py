@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from standins.qcs_server import QCSControl, QCSStandIn  # tests/ is on sys.path (conftest)
 
+from fluxqr.core.inventory import Device
 from fluxqr.devices import adapter_for, probe, read
 from fluxqr.errors import FluxqrError
-from fluxqr.inventory import Device
 
 pytest.importorskip("qrmi")
 ROOT = Path(__file__).resolve().parents[1]
@@ -200,7 +200,7 @@ def test_probe_does_not_wait_for_a_slow_device(qcs):
 
 def test_hung_read_does_not_block_interpreter_exit(qcs):
     qcs.set(slow=60.0)
-    code = (f"from fluxqr.devices import read\nfrom fluxqr.inventory import Device\n"
+    code = (f"from fluxqr.devices import read\nfrom fluxqr.core.inventory import Device\n"
             f"d = Device('fez', 'qrmi', 156, params={{'resource_id': 'ibm_fez', "
             f"'resource_type': 'ibm-quantum-platform', 'config': {qcs.qrmi_config()!r}}}, "
             f"credentials={{'QRMI_IBM_QCS_IAM_APIKEY': {KEY_VAR!r}}})\n"

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from conftest import GRAPHS
 
-from fluxqr import config, graph, inventory, refresh
+from fluxqr.agent import refresh
+from fluxqr.core import config, graph, inventory
 from fluxqr.devices.snapshot import DeviceSnapshot
 from fluxqr.errors import FluxqrError
 

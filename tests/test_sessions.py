@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from conftest import GRAPHS
 
-from fluxqr import graph, inventory, sessions
+from fluxqr import job
+from fluxqr.core import graph, inventory, sessions
 from fluxqr.errors import FluxqrError
 
 
@@ -79,7 +80,7 @@ def test_allocation_reads_the_jobs_R(monkeypatch) -> None:
                                          if n["metadata"].get("name") in (None, "aer", "node0")
                                          or n["metadata"]["type"] != "qpu"]
     monkeypatch.setenv("FLUXQR_DEVICES", str(GRAPHS / "local-devices.yaml"))
-    qpus = sessions.allocation(r)
+    qpus = job.allocation(r)
     assert [q.name for q in qpus] == ["aer"]
     assert qpus["aer"].qubits == 30 and qpus["aer"].device.adapter == "qiskit"
     assert qpus[0].properties["vendor"] == "qiskit"
@@ -92,4 +93,4 @@ def test_allocation_outside_a_job_says_so(monkeypatch) -> None:
     for var in ("FLUX_JOB_ID", "FLUXQR_QPUS", "FLUXQR_DEVICES"):
         monkeypatch.delenv(var, raising=False)
     with pytest.raises(FluxqrError, match="this job has no QPUs"):
-        sessions.allocation()
+        job.allocation()

@@ -256,7 +256,7 @@ def test_flux_is_a_run_dependency(recipe: Recipe, pyproject: dict) -> None:
 
 def test_install_places_the_flux_files_and_sets_the_search_paths(recipe: Recipe,
                                                                  tmp_path: Path) -> None:
-    from fluxqr import fluxinstall
+    from fluxqr.flux import install as fluxinstall
 
     step = next((m for m in recipe.methods.values()
                  if any(ast.unparse(d) == "run_after('install')" for d in m.decorator_list)),

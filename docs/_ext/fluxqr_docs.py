@@ -3,11 +3,11 @@
 * ``.. fluxqr-cli::`` — every ``fluxqr`` subcommand with its usage and options, from
   :func:`fluxqr.cli.build_parser`.
 * ``.. fluxqr-submit-options::`` — the ``--qpu*`` options the Flux CLI plugin adds to
-  ``flux submit``/``run``/``batch``/``alloc``, from :data:`fluxqr.fluxplugin.OPTIONS`.
+  ``flux submit``/``run``/``batch``/``alloc``, from :data:`fluxqr.flux.cliplugin.OPTIONS`.
 * ``.. fluxqr-extras::`` — the vendor-SDK extras of pyproject.toml.
 * ``.. fluxqr-schema:: devices|hybrid-jobspec`` — field tables from the shipped JSON Schemas.
 * ``.. fluxqr-jgf-example::`` — the JGF vertices and edges of one QPU, built by
-  :mod:`fluxqr.graph` from a one-device inventory.
+  :mod:`fluxqr.core.graph` from a one-device inventory.
 """
 
 from __future__ import annotations
@@ -154,7 +154,7 @@ class SubmitOptionsDirective(_Generated):
         from sphinx.ext.autodoc.mock import mock
 
         with mock(["flux"]):  # the plugin subclasses flux.cli.plugin.CLIPlugin
-            from fluxqr import fluxplugin
+            from fluxqr.flux import cliplugin as fluxplugin
         rows = []
         for name, (field, kw) in fluxplugin.OPTIONS.items():
             opt = f"``{name}={kw['metavar']}``" if "metavar" in kw else f"``{name}``"
@@ -270,7 +270,7 @@ EXAMPLE_DEVICE = {"version": 1, "devices": [
 
 
 def jgf_example() -> str:
-    from fluxqr import graph, inventory
+    from fluxqr.core import graph, inventory
 
     g = graph.synthesize(1, 1)
     graph.add_devices(g, inventory.parse(EXAMPLE_DEVICE, "example"))

@@ -26,12 +26,12 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import TYPE_CHECKING, Any
 
-from ..errors import FluxqrError
-from .snapshot import STATUSES, DeviceSnapshot
+from fluxqr.devices.snapshot import STATUSES, DeviceSnapshot
+from fluxqr.errors import FluxqrError
 
 if TYPE_CHECKING:
-    from ..inventory import Device, Inventory
-    from .base import Adapter
+    from fluxqr.core.inventory import Device, Inventory
+    from fluxqr.devices.base import Adapter
 
 __all__ = ["STATUSES", "DeviceSnapshot", "adapter_for", "format_table", "probe", "read"]
 
@@ -66,7 +66,7 @@ def _secrets(device: Device) -> list[str]:
 
 def _reason(err: BaseException, device: Device) -> str:
     """One line, secrets removed, for a failed read."""
-    from .base import scrub
+    from fluxqr.devices.base import scrub
 
     text = str(err) if isinstance(err, FluxqrError) else f"{type(err).__name__}: {err}"
     text = " ".join(scrub(text, _secrets(device)).split()) or type(err).__name__
@@ -128,7 +128,7 @@ def _finish(device: Device, future: Future, timeout: float, start: float) -> Dev
             reason = f"adapter returned a snapshot of '{result.device}'"
         else:
             if result.status_reason:  # vendor text: keep secrets out of it too
-                from .base import scrub
+                from fluxqr.devices.base import scrub
 
                 result.status_reason = scrub(result.status_reason, _secrets(device))
             return result
@@ -163,7 +163,7 @@ def probe(devices: Inventory | Iterable[Device],
     if qdmi:
         # QDMI device libraries must be registered before the driver is first used.
         try:
-            from .qdmi_adapter import register_libraries
+            from fluxqr.devices.qdmi_adapter import register_libraries
 
             register_libraries(qdmi)
         except Exception as err:  # each read reports its own problem

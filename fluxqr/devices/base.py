@@ -1,6 +1,6 @@
 """What every adapter shares: the :class:`Adapter` base class and Target -> medians.
 
-An adapter turns one inventory :class:`~fluxqr.inventory.Device` into a
+An adapter turns one inventory :class:`~fluxqr.core.inventory.Device` into a
 :class:`DeviceSnapshot` (:meth:`Adapter.read`, which may raise — the caller,
 :func:`fluxqr.devices.read`, turns any failure into a failed snapshot) and into a
 ready SDK object for use inside a job (:meth:`Adapter.backend`).
@@ -22,11 +22,11 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ..errors import FluxqrError, MissingExtraError
-from .snapshot import DeviceSnapshot, median, median_errors
+from fluxqr.devices.snapshot import DeviceSnapshot, median, median_errors
+from fluxqr.errors import FluxqrError, MissingExtraError
 
 if TYPE_CHECKING:
-    from ..inventory import Device
+    from fluxqr.core.inventory import Device
 
 #: Target instructions that are not gates and so have no gate error.
 NON_GATES = frozenset({"measure", "delay", "reset", "barrier"})

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import FluxqrError
-from .base import SDK_LOCK, Adapter, iso_utc, require, summarize, to_us
-from .snapshot import DeviceSnapshot, median
+from fluxqr.devices.base import SDK_LOCK, Adapter, iso_utc, require, summarize, to_us
+from fluxqr.devices.snapshot import DeviceSnapshot, median
+from fluxqr.errors import FluxqrError
 
 EXTRA = "braket"
 BOTO_SETTINGS = ("aws_access_key_id", "aws_secret_access_key", "aws_session_token",

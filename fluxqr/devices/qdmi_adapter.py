@@ -27,12 +27,12 @@ import tempfile
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from ..errors import FluxqrError
-from .base import SDK_LOCK, Adapter, require, summarize, to_us
-from .snapshot import DeviceSnapshot, median
+from fluxqr.devices.base import SDK_LOCK, Adapter, require, summarize, to_us
+from fluxqr.devices.snapshot import DeviceSnapshot, median
+from fluxqr.errors import FluxqrError
 
 if TYPE_CHECKING:
-    from ..inventory import Device
+    from fluxqr.core.inventory import Device
 
 EXTRA = "qdmi"
 

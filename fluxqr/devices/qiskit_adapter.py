@@ -16,9 +16,9 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-from ..errors import FluxqrError
-from .base import SDK_LOCK, Adapter, iso_utc, require, target_summary
-from .snapshot import DeviceSnapshot
+from fluxqr.devices.base import SDK_LOCK, Adapter, iso_utc, require, target_summary
+from fluxqr.devices.snapshot import DeviceSnapshot
+from fluxqr.errors import FluxqrError
 
 EXTRA = "qiskit"
 

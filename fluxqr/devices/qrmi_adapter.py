@@ -21,12 +21,12 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from ..errors import FluxqrError
-from .base import SDK_LOCK, Adapter, iso_utc, require, scrub, target_summary
-from .snapshot import DeviceSnapshot
+from fluxqr.devices.base import SDK_LOCK, Adapter, iso_utc, require, scrub, target_summary
+from fluxqr.devices.snapshot import DeviceSnapshot
+from fluxqr.errors import FluxqrError
 
 if TYPE_CHECKING:
-    from ..inventory import Device
+    from fluxqr.core.inventory import Device
 
 EXTRA = "qrmi"
 

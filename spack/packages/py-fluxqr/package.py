@@ -57,7 +57,7 @@ class PyFluxqr(PythonPackage):
     depends_on("flux-sched", type="run")
 
     # These import `flux`, which only Flux's own environment provides.
-    skip_modules = ["fluxqr.brokermod", "fluxqr.fluxplugin"]
+    skip_modules = ["fluxqr.agent.module", "fluxqr.flux.cliplugin"]
 
     @property
     def flux_prefix(self):

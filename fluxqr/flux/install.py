@@ -16,7 +16,7 @@ import sys
 import sysconfig
 from pathlib import Path
 
-from ._io import atomic_write
+from fluxqr._io import atomic_write
 
 _HEADER = '''# Installed by "fluxqr flux-install" -- regenerate rather than edit.
 import sys
@@ -37,11 +37,11 @@ os.execv(_python, [_python, "-c",
 '''
 
 PLUGIN = _HEADER + '''
-from fluxqr.fluxplugin import QuantumPlugin  # noqa: E402,F401  (found by flux's plugin loader)
+from fluxqr.flux.cliplugin import QuantumPlugin  # noqa: E402,F401  (found by flux's plugin loader)
 '''
 
 MODULE = _HEADER + '''
-from fluxqr.brokermod import FluxqrModule  # noqa: E402,F401  (flux module load entry point)
+from fluxqr.agent.module import FluxqrModule  # noqa: E402,F401  (flux module load entry point)
 '''
 
 
@@ -76,7 +76,7 @@ source ({system_dir!r} .. "/lua.d/*.lua")
 
 
 def _system_shell_dir() -> str:
-    from .fluxenv import flux_command
+    from fluxqr.flux.env import flux_command
 
     flux = flux_command()
     prefix = Path(flux).resolve().parent.parent if flux else Path("/usr")

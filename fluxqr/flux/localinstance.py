@@ -17,7 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import fluxenv, fluxinstall
+from fluxqr.flux import env as fluxenv
+from fluxqr.flux import install as fluxinstall
 
 CONFIG = """
 [resource]
@@ -60,7 +61,7 @@ class LocalInstance:
                  devices: str | os.PathLike | None = None, env: dict[str, str] | None = None):
         self.flux = fluxenv.flux_command()
         if not self.flux:
-            from .errors import FluxUnavailableError
+            from fluxqr.errors import FluxUnavailableError
 
             raise FluxUnavailableError("no flux command found",
                                        fix="install flux-core and flux-sched (see the README)")

@@ -31,11 +31,11 @@ from typing import Any
 
 import networkx as nx
 
-from . import rfc
-from ._io import dump_json, load_structured, write_chunks
-from .errors import GraphError
-from .inventory import Device
-from .model import QPU, QUBIT, SESSION, marker_type
+from fluxqr._io import dump_json, load_structured, write_chunks
+from fluxqr.core import rfc
+from fluxqr.core.inventory import Device
+from fluxqr.core.model import QPU, QUBIT, SESSION, marker_type
+from fluxqr.errors import GraphError
 
 
 class ResourceGraph:

@@ -85,8 +85,13 @@ class QuantumPlugin(CLIPlugin):
         if not values:
             return  # a classical job: nothing imported, nothing changed
         # Imported here so classical submissions never pay for it.
+        from fluxqr.core.jobspec import (
+            QuantumRequest,
+            apply_quantum,
+            parse_duration,
+            scrub_environment,
+        )
         from fluxqr.errors import FluxqrError
-        from fluxqr.jobspec import QuantumRequest, apply_quantum, parse_duration, scrub_environment
 
         try:
             if "session_max_time" in values:
@@ -96,7 +101,7 @@ class QuantumPlugin(CLIPlugin):
             req.validate()
             import flux
 
-            from fluxqr import instance
+            from fluxqr.flux import instance
 
             handle = flux.Flux()
             conf = instance.config(handle)

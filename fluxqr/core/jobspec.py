@@ -3,7 +3,7 @@
 A user writes a small YAML file (schema: ``fluxqr/schemas/hybrid-jobspec.schema.json``)
 or passes ``--qpu`` options to ``flux submit``; this module turns that into a
 canonical RFC 14 jobspec whose ``resources`` hold the classical
-``node -> slot -> core(/gpu)`` tree *and* the QPU subtree (see :mod:`fluxqr.graph`),
+``node -> slot -> core(/gpu)`` tree *and* the QPU subtree (see :mod:`fluxqr.core.graph`),
 so stock Fluxion allocates both in one match.
 
 Live requirements (error rates, T1, queue depth, online) cannot be expressed to
@@ -27,9 +27,9 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from ._io import json_path, load_structured
-from .errors import JobspecError
-from .model import QPU, QUBIT, SESSION, marker_type
+from fluxqr._io import json_path, load_structured
+from fluxqr.core.model import QPU, QUBIT, SESSION, marker_type
+from fluxqr.errors import JobspecError
 
 POLICIES = ("any", "first", "shortest_queue", "best_fidelity")
 SESSION_MODES = ("dedicated", "batch", "none")
@@ -234,7 +234,7 @@ class ResourceView:
 
 
 def view_from_graph(graph: Any, source: str = "graph") -> ResourceView:
-    """A :class:`ResourceView` of a :class:`fluxqr.graph.ResourceGraph` (offline resolution)."""
+    """A :class:`ResourceView` of a :class:`~fluxqr.core.graph.ResourceGraph` (offline)."""
     qpus = [QpuInfo(m["name"], m["paths"]["containment"], not m.get("status"),
                     dict(m.get("properties") or {})) for m in graph.qpus()]
     cores = [len(ch.get("core", [])) for _, _, ch, _ in graph.ranks()]

@@ -18,7 +18,7 @@ key                     meaning                                     default
 
 Device reads run in a worker thread, so a slow vendor endpoint never blocks the
 broker's reactor; the RPCs to Fluxion are sent from the reactor. The module
-answers ``fluxqr.status`` (what ``flux qr status`` prints) and ``fluxqr.refresh``
+answers ``fluxqr.status`` (what ``flux qr status`` prints) and ``fluxqr.agent.refresh``
 (run a cycle now).
 """
 
@@ -37,9 +37,9 @@ from typing import Any
 from flux.brokermod import BrokerModule, request_handler
 from flux.constants import FLUX_POLLIN
 
-from .config import settings
-from .errors import FluxqrError
-from .refresh import FluxionTarget, Refresher
+from fluxqr.agent.refresh import FluxionTarget, Refresher
+from fluxqr.core.config import settings
+from fluxqr.errors import FluxqrError
 
 
 class _BrokerLogHandler(logging.Handler):
@@ -64,7 +64,7 @@ class FluxqrModule(BrokerModule):
 
     def __init__(self, h, *args):
         super().__init__(h, *args)
-        from . import inventory
+        from fluxqr.core import inventory
 
         self._handler = _BrokerLogHandler(self)
         logging.getLogger("fluxqr").addHandler(self._handler)
@@ -73,7 +73,7 @@ class FluxqrModule(BrokerModule):
             conf = h.rpc("config.get").get() or {}
             self.settings = settings(conf, args)
             inv = inventory.load(self.settings["devices"])
-            from .sessions import instance_context
+            from fluxqr.agent.sessions import instance_context
 
             # Computed once: at shutdown the broker may no longer answer config requests.
             self.sessions = instance_context(h, self.settings)
@@ -149,8 +149,8 @@ class FluxqrModule(BrokerModule):
     @request_handler("session-env", allow_guest=True)
     def _session_env(self, msg) -> None:
         # Job shells on every node ask here: the session records live on this rank.
-        from .errors import FluxqrError
-        from .sessions import job_environment
+        from fluxqr.agent.sessions import job_environment
+        from fluxqr.errors import FluxqrError
 
         try:
             jobid = str(msg.payload["jobid"])
@@ -171,8 +171,8 @@ class FluxqrModule(BrokerModule):
         self.stop()
 
     def _sweep(self, release: frozenset[str] = frozenset({"INACTIVE"})) -> None:
-        from .errors import FluxqrError
-        from .sessions import sweep
+        from fluxqr.agent.sessions import sweep
+        from fluxqr.errors import FluxqrError
 
         try:
             for line in sweep(self.sessions, release):

@@ -27,9 +27,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
-from .devices.snapshot import PROPERTY_FIELDS, DeviceSnapshot, utcnow
-from .errors import FluxqrError
-from .inventory import Inventory
+from fluxqr.core.inventory import Inventory
+from fluxqr.devices.snapshot import PROPERTY_FIELDS, DeviceSnapshot, utcnow
+from fluxqr.errors import FluxqrError
 
 log = logging.getLogger(__name__)
 
@@ -62,23 +62,23 @@ class FluxionTarget:
         self.handle = handle
 
     def qpus(self) -> dict[str, tuple[str, bool, dict[str, str]]]:
-        from . import instance
+        from fluxqr.flux import instance
 
         view = instance.resource_view(self.handle)
         return {q.name: (q.path, q.up, dict(q.properties)) for q in view.qpus}
 
     def set_property(self, paths: list[str], key: str, value: str) -> None:
-        from . import instance
+        from fluxqr.flux import instance
 
         instance.set_property(self.handle, paths, key, value)
 
     def remove_property(self, paths: list[str], key: str) -> None:
-        from . import instance
+        from fluxqr.flux import instance
 
         instance.remove_property(self.handle, paths, key)
 
     def set_status(self, path: str, up: bool) -> None:
-        from . import instance
+        from fluxqr.flux import instance
 
         instance.set_status(self.handle, path, up)
 
@@ -90,7 +90,7 @@ class GraphFileTarget:
     """An R or JGF file, rewritten atomically at the end of each cycle that changed it."""
 
     def __init__(self, path: str | os.PathLike):
-        from . import graph
+        from fluxqr.core import graph
 
         self.path = str(path)
         self.graph = graph.read(self.path)
@@ -124,7 +124,7 @@ class GraphFileTarget:
         self.dirty = True
 
     def flush(self) -> None:
-        from . import graph
+        from fluxqr.core import graph
 
         if self.dirty:
             (graph.write_r if self.is_r else graph.write_jgf)(self.graph, self.path)
@@ -330,7 +330,7 @@ class Refresher:
 
 
 def _probe(inventory: Inventory, timeout: float | None) -> list[DeviceSnapshot]:
-    from . import devices
+    from fluxqr import devices
 
     return devices.probe(inventory, timeout=timeout)
 
@@ -349,7 +349,7 @@ def run_forever(refresher: Refresher, interval: float,
 
 def format_status(status: dict[str, Any]) -> str:
     """``flux qr status`` table."""
-    from .cli import format_rows
+    from fluxqr.core.tables import format_rows
 
     rows = [["device", "adapter", "up", "status", "queue", "2q error", "last ok", "failures",
              "last error"]]

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .errors import FluxqrError
+from fluxqr.errors import FluxqrError
 
 DEFAULTS = {"interval": 60.0, "timeout": None, "failure-threshold": 3}
 

@@ -2,7 +2,7 @@
 
 Everything that needs a live broker goes through here, so the graph, jobspec and
 refresh logic stay testable without Flux. The ``flux`` bindings are imported on
-first use (see :mod:`fluxqr.fluxenv`).
+first use (see :mod:`fluxqr.flux.env`).
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from .errors import FluxqrError, FluxUnavailableError, JobspecError
-from .fluxenv import import_flux
+from fluxqr.errors import FluxqrError, FluxUnavailableError, JobspecError
+from fluxqr.flux.env import import_flux
 
 RESOURCE = "sched-fluxion-resource"
 VALIDATOR_FIX = ('add to the instance config: [ingest.validator] args = '
@@ -64,7 +64,7 @@ def resource_view(handle: Any, cores: bool = False) -> Any:
     what is down — not for the whole graph, which on a large cluster takes seconds.
     ``cores``: also learn the largest cores-per-node (to turn ``-n N`` into nodes).
     """
-    from .jobspec import QpuInfo, ResourceView
+    from fluxqr.core.jobspec import QpuInfo, ResourceView
 
     down = _find(handle, "status=down and property=adapter", "jgf") or {}
     down_names = {n["metadata"].get("name") for n in (down.get("graph") or {}).get("nodes", [])
@@ -76,7 +76,7 @@ def resource_view(handle: Any, cores: bool = False) -> Any:
             if m.get("type") == "qpu"]
     per_node = None
     if cores:
-        from . import rfc
+        from fluxqr.core import rfc
 
         r = _find(handle, "status=up", "rv1_nosched") or {}
         counts = [len(rfc.decode_idset(str(e["children"].get("core", ""))))
@@ -119,7 +119,7 @@ def config(handle: Any) -> dict[str, Any]:
 
 def credential_names(conf: dict[str, Any]) -> set[str]:
     """Environment variable names the site inventory holds secrets in (never copied to jobs)."""
-    from . import inventory
+    from fluxqr.core import inventory
 
     path = (conf.get("fluxqr") or {}).get("devices")
     if not path:

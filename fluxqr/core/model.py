@@ -1,6 +1,6 @@
 """How a QPU is represented in Fluxion's graph: vertex types shared by graph and jobspec.
 
-Kept apart from :mod:`fluxqr.graph` so that the submit path (the ``flux submit``
+Kept apart from :mod:`fluxqr.core.graph` so that the submit path (the ``flux submit``
 plugin) can name these types without importing networkx.
 """
 

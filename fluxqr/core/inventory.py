@@ -17,8 +17,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ._io import json_path, load_structured
-from .errors import InventoryError
+from fluxqr._io import json_path, load_structured
+from fluxqr.errors import InventoryError
 
 ADAPTERS = ("qrmi", "qdmi", "qiskit", "braket")
 DEFAULT_TIMEOUT = 10.0

@@ -3,7 +3,7 @@
 The ``flux`` Python module must match the installed flux-core exactly, so fluxqr
 never installs its own: it uses the bindings that come with the Flux on
 ``PATH`` (or under ``$FLUX_PREFIX``, default ``/opt/flux``). ``python -m
-fluxqr.fluxenv link`` writes a ``.pth`` file so a virtualenv sees them.
+fluxqr.flux.env link`` writes a ``.pth`` file so a virtualenv sees them.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def import_flux():
     try:
         import flux
     except ImportError:
-        from .errors import FluxUnavailableError
+        from fluxqr.errors import FluxUnavailableError
 
         raise FluxUnavailableError(
             "the flux Python bindings are not importable",

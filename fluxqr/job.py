@@ -1,0 +1,148 @@
+"""The in-job API: what a job's tasks call.
+
+``fluxqr.allocation()`` returns the job's QPUs (from its R) with their properties and
+``qpu.backend()`` a ready SDK object; ``with fluxqr.session()`` opens sessions from a
+script when the agent did not.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from typing import Any
+
+from fluxqr.core.inventory import Device, Inventory
+from fluxqr.core.sessions import JobSessions, SessionStore, close_sessions, open_sessions, qpus_in_R
+from fluxqr.errors import FluxqrError
+
+
+@dataclass
+class AllocatedQPU:
+    """One QPU of the current job."""
+
+    name: str
+    properties: dict[str, str]
+    device: Device | None = None
+
+    @property
+    def qubits(self) -> int:
+        return int(self.properties.get("num_qubits", self.device.qubits if self.device else 0))
+
+    def backend(self) -> Any:
+        """A ready SDK object: Qiskit BackendV2 (QRMI, QDMI, Qiskit devices) or a Braket device."""
+        from fluxqr.devices import adapter_for
+
+        if self.device is None:
+            raise FluxqrError(f"QPU {self.name}: its device entry is unknown",
+                              fix="set FLUXQR_DEVICES to the site's devices.yaml")
+        dev = self.device
+        if dev.adapter == "qrmi":
+            # In a job, qrmi reads <resource_id>_QRMI_* variables the session layer exported.
+            dev = replace(dev, params={k: v for k, v in dev.params.items() if k != "config"},
+                          credentials={})
+        return adapter_for(dev).backend()
+
+
+class Allocation(list):
+    """The job's QPUs (a list of :class:`AllocatedQPU`), with lookup by name."""
+
+    def __getitem__(self, key):  # type: ignore[override]
+        if isinstance(key, str):
+            for q in self:
+                if q.name == key:
+                    return q
+            raise KeyError(f"no QPU named {key!r} in this job ({', '.join(q.name for q in self)})")
+        return super().__getitem__(key)
+
+
+def _job_R() -> dict[str, Any] | None:
+    jobid = os.environ.get("FLUX_JOB_ID")
+    if not jobid or not os.environ.get("FLUX_URI"):
+        return None
+    from fluxqr.flux import instance
+
+    try:
+        import flux.job
+
+        h = instance.connect()
+        return flux.job.job_kvs_lookup(h, flux.job.JobID(jobid), keys=["R"],
+                                       decode=True)["R"]
+    except (FluxqrError, OSError, ImportError, KeyError, TypeError):
+        return None
+
+
+def allocation(r: dict[str, Any] | None = None) -> Allocation:
+    """The current job's QPUs and their properties (from the job's R).
+
+    Outside Flux, or when the R cannot be read, falls back to the ``FLUXQR_QPUS``
+    variables the session layer exports.
+    """
+    from fluxqr.core import inventory
+
+    r = r if r is not None else _job_R()
+    inv = None
+    if os.environ.get("FLUXQR_DEVICES"):
+        inv = inventory.load(os.environ["FLUXQR_DEVICES"])
+    qpus = Allocation()
+    if r is not None:
+        metas = qpus_in_R(r)
+    else:
+        metas = [{"name": n, "properties": {}} for n in
+                 filter(None, os.environ.get("FLUXQR_QPUS", "").split(","))]
+    for meta in metas:
+        dev = None
+        if inv is not None:
+            dev = next((d for d in inv if d.name == meta["name"]), None)
+        qpus.append(AllocatedQPU(meta["name"], dict(meta.get("properties") or {}), dev))
+    if not qpus:
+        raise FluxqrError("this job has no QPUs", fix="submit it with --qpu or a quantum: part")
+    return qpus
+
+
+class Session:
+    """Sessions opened by a script (``with fluxqr.session() as s``)."""
+
+    def __init__(self, qpus: Allocation, js: JobSessions | None, inventory: Inventory | None):
+        self.qpus = qpus
+        self._js = js
+        self._inventory = inventory
+
+    def backend(self, name: str | None = None) -> Any:
+        qpu = self.qpus[name] if name else self.qpus[0]
+        return qpu.backend()
+
+    def close(self) -> None:
+        if self._js is not None:
+            close_sessions(self._js, self._inventory)
+            self._js = None
+
+
+@contextmanager
+def session(mode: str = "dedicated", max_time: float | None = None) -> Iterator[Session]:
+    """Open the job's sessions for a script, and always release them.
+
+    In a job whose prolog already opened them (``QRMI_JOB_QPU_RESOURCES`` is set)
+    nothing is acquired twice: the session is simply used.
+    """
+    import tempfile
+
+    from fluxqr.core import inventory
+
+    qpus = allocation()
+    if os.environ.get("QRMI_JOB_QPU_RESOURCES") is not None or not os.environ.get(
+            "FLUXQR_DEVICES"):
+        s = Session(qpus, None, None)
+        yield s
+        return
+    inv = inventory.load(os.environ["FLUXQR_DEVICES"])
+    devices = [q.device for q in qpus if q.device is not None]
+    with tempfile.TemporaryDirectory(prefix="fluxqr-") as tmp:
+        js = open_sessions(os.environ.get("FLUX_JOB_ID", "script"), devices, mode, max_time,
+                           SessionStore(tmp))
+        s = Session(qpus, js, inv)
+        try:
+            yield s
+        finally:
+            s.close()
