@@ -1,4 +1,5 @@
-"""Real Flux: quantum sessions opened at job start and always released at job end."""
+"""Real Flux, start mode ``now``: the agent opens the session at allocation (the job shell
+waits for it) and always closes it at job end. Held starts: tests/test_flux_agent.py."""
 
 from __future__ import annotations
 
@@ -74,6 +75,15 @@ def _ops(server: QCSStandIn, op: str) -> list[dict]:
     return [e for e in server.log()["sessions"] if e["op"] == op]
 
 
+def _wait_ops(server: QCSStandIn, op: str, count: int, limit: float = 60) -> list[dict]:
+    """The ``op`` entries once there are ``count`` of them: the agent closes sessions right
+    after a job ends, asynchronously (the bound only keeps a broken agent from hanging)."""
+    deadline = time.monotonic() + limit
+    while len(_ops(server, op)) < count and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return _ops(server, op)
+
+
 def _run_task(inst: FluxInstance, work: Path, *options: str) -> tuple[str, list[dict]]:
     """Submit TASK with ``options``; its job id and what each task reported."""
     jobid = inst.run(["flux", "submit", *options, sys.executable, str(work / "task.py")]
@@ -87,13 +97,13 @@ def _run_task(inst: FluxInstance, work: Path, *options: str) -> tuple[str, list[
 def test_task_sees_the_qrmi_contract_and_one_acquire_one_release(env) -> None:
     inst, server, work = env
     server.reset()
-    jobid, (seen,) = _run_task(inst, work, "-N1", "--qpu-device=ibm_fez",
+    jobid, (seen,) = _run_task(inst, work, "-N1", "--qpu-device=ibm_fez", "--qpu-start=now",
                                "--qpu-session-time=10m")
     assert seen["qpus"] == ["ibm_fez"] and seen["qrmi_resources"] == ["ibm_fez"]
     env_ = seen["env"]
     assert env_["QRMI_JOB_QPU_RESOURCES"] == "ibm_fez"
     assert env_["QRMI_JOB_QPU_TYPES"] == "ibm-quantum-compute-service"
-    acquires, releases = _ops(server, "acquire"), _ops(server, "release")
+    acquires, releases = _ops(server, "acquire"), _wait_ops(server, "release", 1)
     assert len(acquires) == 1 and len(releases) == 1
     token = acquires[0]["session_id"]
     assert env_["ibm_fez_QRMI_JOB_ACQUISITION_TOKEN"] == _ref(token)
@@ -106,7 +116,7 @@ def test_task_sees_the_qrmi_contract_and_one_acquire_one_release(env) -> None:
     assert releases[0]["session_id"] == token
     memo = _memo(inst, jobid)["ibm_fez"]
     assert memo["session"] == env_["FLUXQR_QPU_IBM_FEZ_SESSION"] == _ref(token)
-    assert memo["acquired"] and memo["released"] and memo["mode"] == "dedicated"
+    assert memo["acquired"] and memo["mode"] == "dedicated"
     assert token not in json.dumps(inst.job_info(jobid))
 
 
@@ -115,15 +125,15 @@ def test_acquire_failure_fails_the_job_before_any_task_runs(env) -> None:
     marker = work / "ran-anyway"
     server.set(refuse_sessions=True)
     try:
-        jobid = inst.run(["flux", "submit", "-N1", "--qpu-device=ibm_fez", "touch",
-                          str(marker)]).stdout.strip()
+        jobid = inst.run(["flux", "submit", "-N1", "--qpu-device=ibm_fez", "--qpu-start=now",
+                          "touch", str(marker)]).stdout.strip()
         info = inst.wait_job(jobid)
     finally:
         server.set(refuse_sessions=False)
     assert info["result"] != "COMPLETED"
     events = inst.run(["flux", "job", "eventlog", jobid]).stdout
     exc = [line for line in events.splitlines() if "exception" in line and "fluxqr" in line]
-    assert exc and "cannot open a session on ibm_fez" in exc[0]
+    assert exc and "the vendor refused the session" in exc[0]
     assert "session quota exceeded" in exc[0]
     assert not marker.exists()
     assert "error" in _memo(inst, jobid)["ibm_fez"]
@@ -157,8 +167,8 @@ def test_thirty_jobs_every_session_released(env) -> None:
         cmd = {"ok": ["true"], "fail": ["false"], "cancel": ["sleep", "60"],
                "timeout": ["sleep", "60"], "refuse": ["true"]}[kind]
         extra = ["-t", "2s"] if kind == "timeout" else []
-        jobid = inst.run(["flux", "submit", "-n1", "--qpu-device=ibm_fez", *extra, *cmd]
-                         ).stdout.strip()
+        jobid = inst.run(["flux", "submit", "-n1", "--qpu-device=ibm_fez", "--qpu-start=now",
+                          *extra, *cmd]).stdout.strip()
         if kind == "refuse":
             inst.wait_job(jobid)
             server.set(refuse_sessions=False)
@@ -168,6 +178,7 @@ def test_thirty_jobs_every_session_released(env) -> None:
             inst.run(["flux", "cancel", jobid])
         jobs.append((kind, jobid))
     results = {jobid: (kind, inst.wait_job(jobid, timeout=120)) for kind, jobid in jobs}
+    _wait_ops(server, "release", 24)
     log = server.log()["sessions"]
     acquired = {e["session_id"] for e in log if e["op"] == "acquire"}
     released = [e["session_id"] for e in log if e["op"] == "release"]
@@ -180,7 +191,7 @@ def test_thirty_jobs_every_session_released(env) -> None:
             assert "session quota exceeded" in memo["error"]
             assert "fluxqr" in inst.run(["flux", "job", "eventlog", jobid]).stdout
         else:
-            assert memo["acquired"] and memo["released"], (kind, memo)
+            assert memo["acquired"] and memo["session"], (kind, memo)
         assert (info["result"] == "COMPLETED") == (kind == "ok"), (kind, info["result"])
     state = Path(inst.run(["flux", "getattr", "rundir"]).stdout.strip()) / "fluxqr"
     assert not list(state.glob("*.json")), "no session state left behind"
@@ -211,21 +222,16 @@ def test_instance_dump_holds_no_secret(env) -> None:
 
 
 def test_multi_node_job_gets_the_session_on_every_node(env) -> None:
-    """Each node's job shell asks rank 0's fluxqr module for the session environment."""
+    """Each node's job shell asks rank 0's fluxqr agent for the session environment."""
     inst, server, work = env
-    inst.run(["flux", "module", "load", inst.env["FLUXQR_MODULE"],
-              f"devices={inst.devices}", "interval=60"])
-    try:
-        server.reset()
-        _, lines = _run_task(inst, work, "-N2", "-n2", "--qpu-device=ibm_fez")
-        token = _ops(server, "acquire")[0]["session_id"]
-        assert len(lines) == 2
-        for seen in lines:
-            assert seen["env"]["ibm_fez_QRMI_JOB_ACQUISITION_TOKEN"] == _ref(token)
-            assert seen["qrmi_resources"] == ["ibm_fez"]
-        assert len(_ops(server, "acquire")) == 1 and len(_ops(server, "release")) == 1
-    finally:
-        inst.run(["flux", "module", "remove", "fluxqr"])
+    server.reset()
+    _, lines = _run_task(inst, work, "-N2", "-n2", "--qpu-device=ibm_fez", "--qpu-start=now")
+    token = _ops(server, "acquire")[0]["session_id"]
+    assert len(lines) == 2
+    for seen in lines:
+        assert seen["env"]["ibm_fez_QRMI_JOB_ACQUISITION_TOKEN"] == _ref(token)
+        assert seen["qrmi_resources"] == ["ibm_fez"]
+    assert len(_ops(server, "acquire")) == 1 and len(_wait_ops(server, "release", 1)) == 1
 
 
 def test_instance_shutdown_releases_running_sessions(tmp_path: Path) -> None:
@@ -240,12 +246,10 @@ def test_instance_shutdown_releases_running_sessions(tmp_path: Path) -> None:
         inst = FluxInstance(tmp_path, build_r(tmp_path / "R.json", devices=devices),
                             hosts="node[0-1]", devices=devices, env={KEY_VAR: SECRET}).start()
         try:
-            inst.run(["flux", "module", "load", inst.env["FLUXQR_MODULE"],
-                      f"devices={devices}", "interval=60"])
-            jobid = inst.run(["flux", "submit", "-N1", "--qpu-device=ibm_fez", "sleep", "300"]
-                             ).stdout.strip()
+            jobid = inst.run(["flux", "submit", "-N1", "--qpu-device=ibm_fez", "--qpu-start=now",
+                              "sleep", "300"]).stdout.strip()
             inst.run(["flux", "job", "wait-event", "-t", "60", jobid, "start"])
-            assert len(_ops(server, "acquire")) == 1
+            assert len(_wait_ops(server, "acquire", 1)) == 1
         finally:
             inst.stop()
         released = _ops(server, "release")
@@ -253,31 +257,32 @@ def test_instance_shutdown_releases_running_sessions(tmp_path: Path) -> None:
             [a["session_id"] for a in _ops(server, "acquire")]
 
 
-def test_module_load_releases_sessions_left_by_inactive_jobs(env) -> None:
-    """A session whose job ended without an epilog (e.g. a crash) is released on load."""
+def test_agent_load_closes_sessions_left_by_ended_jobs(env) -> None:
+    """A session record whose job ended while no agent ran (a crash) is closed at load."""
     import flux.job
 
-    from fluxqr.agent import sessions
     from fluxqr.core import inventory
-    from fluxqr.flux import instance
+    from fluxqr.core.sessions import SessionStore, open_sessions
 
     inst, server, work = env
     jobid = inst.run(["flux", "submit", "-n1", "true"]).stdout.strip()
     inst.wait_job(jobid)
+    inst.run(["flux", "module", "remove", "fluxqr"])
+    store = SessionStore(Path(inst.run(["flux", "getattr", "rundir"]).stdout.strip()) / "fluxqr")
     os.environ[KEY_VAR] = SECRET  # this test process opens the session itself
     try:
-        inv = inventory.load(inst.devices)
-        store = sessions.instance_context(instance.connect(inst.uri)).store
         key = str(int(flux.job.JobID(jobid)))
-        sessions.open_sessions(key, [inv.get("ibm_fez")], "dedicated", None, store)
+        open_sessions(key, [inventory.load(inst.devices).get("ibm_fez")], "dedicated", None,
+                      store)
     finally:
         del os.environ[KEY_VAR]
     leftover = store.load(key).records[0].token
     assert store.path(key).exists()
-    inst.run(["flux", "module", "load", inst.env["FLUXQR_MODULE"],
-              f"devices={inst.devices}", "interval=60"])
-    try:
-        assert [r["session_id"] for r in _ops(server, "release")][-1] == leftover
-        assert not store.path(key).exists()
-    finally:
-        inst.run(["flux", "module", "remove", "fluxqr"])
+    releases = len(_ops(server, "release"))
+    inst.load_agent()
+    assert _wait_ops(server, "release", releases + 1)[-1]["session_id"] == leftover
+    deadline = time.monotonic() + 30
+    while store.path(key).exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not store.path(key).exists()
+

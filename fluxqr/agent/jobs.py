@@ -38,6 +38,7 @@ class HybridJob:
     phase: str = "waiting"
     why: str | None = None                  # why it waits / what failed (memo, status)
     tokens: dict[str, str] = field(default_factory=dict)
+    refs: dict[str, str] = field(default_factory=dict)      # device -> public session ref
     anchors: dict[str, str] = field(default_factory=dict)
     queue: dict[str, int | None] = field(default_factory=dict)   # vendor queue at anchoring
     eta: float | None = None                # predicted seconds until the vendor grants
@@ -65,6 +66,27 @@ class HybridJob:
             out["vendor_eta_s"] = round(self.eta, 1)
         if self.why:
             out["why"] = self.why
+        return out
+
+    def sessions_memo(self) -> dict[str, Any]:
+        """Per device: the session's public reference, mode, and when it opened and closed
+        (``qpu_sessions`` on the job; tokens never)."""
+        from datetime import UTC, datetime
+
+        def iso(key: str) -> str | None:
+            when = self.times.get(key)
+            return datetime.fromtimestamp(when, UTC).strftime("%Y-%m-%dT%H:%M:%SZ") \
+                if when else None
+
+        out: dict[str, Any] = {}
+        for device in self.devices:
+            entry: dict[str, Any] = {"mode": self.mode if device in self.refs else "none",
+                                     "session": self.refs.get(device)}
+            if device in self.refs:
+                entry.update(acquired=iso("opened"), released=iso("closed"))
+            if self.why and self.phase in ("ending", "done") and "closed" not in self.times:
+                entry["error"] = self.why
+            out[device] = entry
         return out
 
     def to_dict(self) -> dict[str, Any]:

@@ -420,9 +420,12 @@ class FluxqrModule(BrokerModule):
 
         def done(tokens: Any, error: BaseException | None) -> None:
             if error is None:
+                from fluxqr.core.sessions import _ref
+
                 for name, token in (tokens or {}).items():
                     if token is not None:
                         job.tokens[name] = token
+                        job.refs[name] = _ref(token)
                 job.mark("opened")
                 self._save(job)
             if job.phase in ("ending", "done"):
@@ -667,11 +670,13 @@ class FluxqrModule(BrokerModule):
 
         line = scrub(" ".join(str(why).split()), list(job.tokens.values()))
         job.why = line
+        job.phase = "ending" if job.phase != "done" else job.phase
         self.log.error(f"fluxqr: job {job.jobid}: {line}")
         self._answer_env(job, error=line)
+        self._update_memo(job)  # before the exception: an inactive job takes no memo
         self.handle.rpc("job-manager.raise", {"id": job.jobid, "type": "fluxqr",
                                               "severity": 0, "note": f"fluxqr: {line}"})
-        self._end(job, "vendor failure")
+        self._close(job, "vendor failure")
 
     def _forget(self, job: HybridJob) -> None:
         if job.phase == "done":
@@ -699,11 +704,8 @@ class FluxqrModule(BrokerModule):
 
     def _update_memo(self, job: HybridJob, final: bool = False) -> None:
         memo: dict[str, Any] = {MEMO_KEY: job.memo()}
-        if job.tokens or final:
-            from fluxqr.core.sessions import _ref
-
-            memo[SESSIONS_MEMO_KEY] = {d: {"session": _ref(t), "mode": job.mode}
-                                       for d, t in job.tokens.items()} or None
+        if job.devices:
+            memo[SESSIONS_MEMO_KEY] = job.sessions_memo()
         text = json.dumps(memo, sort_keys=True)
         if self._memos.get(job.jobid) == text:
             return

@@ -85,16 +85,16 @@ class QrmiSide(VendorSide):
 
     def __init__(self, device: Device):
         super().__init__(device)
-        self._lock = threading.Lock()  # one qrmi resource object: calls in sequence
+        self._lock = threading.Lock()  # the shared qrmi resource object: calls in sequence
         self._adapter: Any = None
-        self._mode: tuple[str, float | None] | None = None
 
-    def _resource(self, mode: str = "dedicated", max_time: float | None = None) -> Any:
+    def _resource(self) -> Any:
+        """The shared adapter, for calls that name their task or session explicitly
+        (status, task status/stop, release)."""
         from fluxqr.devices import adapter_for
 
-        if self._adapter is None or (self._mode != (mode, max_time)):
-            self._adapter = adapter_for(session_device(self.device, mode, max_time))
-            self._mode = (mode, max_time)
+        if self._adapter is None:
+            self._adapter = adapter_for(self.device)
         return self._adapter
 
     def _fail(self, action: str, err: Exception) -> FluxqrError:
@@ -103,8 +103,11 @@ class QrmiSide(VendorSide):
         return self._resource()._fail(action, err)
 
     def open(self, mode: str, max_time: float | None) -> str | None:
-        with self._lock:
-            return self._resource(mode, max_time).acquire()
+        from fluxqr.devices import adapter_for
+
+        # A fresh qrmi resource per session: qrmi's acquire() hands back the session a
+        # resource object already holds while that session is open.
+        return adapter_for(session_device(self.device, mode, max_time)).acquire()
 
     def _for_session(self, token: str) -> Any:
         """A qrmi resource bound to session ``token`` (qrmi sends tasks into the session it
