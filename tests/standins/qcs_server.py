@@ -41,8 +41,8 @@ Knobs: ``queue_length`` (phantom pending jobs), ``offline`` (backend offline), `
 (if set, the only API key IAM accepts, and API calls then need a token it issued); and the
 simulation's (:data:`vendor_sim.SIM_DEFAULTS`): ``time_scale``, ``arrival_rate``,
 ``service_median``, ``service_sigma``, ``initial_queue``, ``seed``, ``interactive_ttl``,
-``max_ttl``, ``task_service`` (changing ``seed`` or ``initial_queue`` restarts it, as does
-``POST /_restart``).
+``max_ttl``, ``task_service`` (model seconds per 100 shots, at least 1 s); changing ``seed``
+or ``initial_queue`` restarts it, as does ``POST /_restart``.
 
 ``GET /_log`` returns ``requests``, ``sessions`` (the ``acquire``/``release`` operations, wall
 time), and the simulation's log in model seconds: ``jobs`` (every job with its ``queued``,
@@ -342,7 +342,7 @@ class QCSStandIn:
                 if sid is not None and sid not in self.sim.sessions:
                     return 400, {"errors": [{"message": f"session {sid} not found"}]}
                 try:
-                    job = self.sim.submit(session_id=sid,
+                    job = self.sim.submit(session_id=sid, service=self._service(req),
                                           program=str(req.get("program_id") or "sampler"))
                 except SimError as err:
                     return 400, {"errors": [{"message": str(err), "code": 1217}]}
@@ -371,6 +371,16 @@ class QCSStandIn:
             if method == "GET" and parts[2:] == ["logs"]:
                 return 200, f"{job.id} {job.state}\n"
         return 404, {"errors": [{"message": f"no route {method} /{'/'.join(parts)}"}]}
+
+    def _service(self, req: dict[str, Any]) -> float:
+        """Model seconds a job runs: ``task_service`` per 100 shots (at least 1 s), so that
+        a 1-shot anchor is short; ``task_service`` when the job names no shots."""
+        params = req.get("params") or {}
+        shots = params.get("shots") if isinstance(params, dict) else None
+        base = float(self.sim.params["task_service"])
+        if not isinstance(shots, (int, float)) or shots <= 0:
+            return base
+        return max(1.0, base * shots / 100)
 
     def _sessions(self, method: str, parts: list[str], body: bytes) -> tuple[int, Any]:
         now = time.time()
