@@ -239,35 +239,19 @@ def _jobid(args: argparse.Namespace) -> str:
     jobid = args.jobid or os.environ.get("FLUX_JOB_ID")
     if not jobid:
         raise FluxqrError("no job id given and FLUX_JOB_ID is not set",
-                          fix="pass JOBID (the job-manager prolog/epilog set FLUX_JOB_ID)")
+                          fix="pass JOBID (a job's tasks and shell have FLUX_JOB_ID)")
     return jobid
 
 
 def cmd_session(args: argparse.Namespace) -> int:
-    from fluxqr.agent import sessions as session
+    from fluxqr.agent.sessions import remote_environment
     from fluxqr.flux import instance
 
-    handle = instance.connect()
-    jobid = _jobid(args)
-    if args.action == "env":
-        env = session.remote_environment(handle, jobid)
-        if env is None:  # no module: read rank 0's state directly (single node, or shared)
-            env = session.job_environment(session.instance_context(handle), jobid)
-        for key, value in env.items():
-            print(f"{key}={value}")
-        print("FLUXQR_SESSION_ENV=ok")  # the shell plugin's proof of a complete answer
-        return 0
-    ctx = session.instance_context(handle)
-    if args.action == "prolog":
-        js = session.prolog(ctx, jobid)
-        if js is not None:
-            opened = [r.device for r in js.records if r.token]
-            print(f"fluxqr: job {jobid}: sessions open on {', '.join(opened) or 'none needed'}")
-        return 0
-    errors = session.epilog(ctx, jobid)
-    for err in errors:
-        print(f"fluxqr: job {jobid}: {err}", file=sys.stderr)
-    return 1 if errors else 0
+    env = remote_environment(instance.connect(), _jobid(args))
+    for key, value in env.items():
+        print(f"{key}={value}")
+    print("FLUXQR_SESSION_ENV=ok")  # the shell plugin's proof of a complete answer
+    return 0
 
 
 # -- installation --------------------------------------------------------------------------
@@ -366,11 +350,10 @@ def build_parser(prog: str = "fluxqr") -> argparse.ArgumentParser:
     st = sub.add_parser("status", help="the refresh module's view of every device")
     st.add_argument("--json", action="store_true", help="machine-readable output")
     st.set_defaults(func=cmd_status)
-    se = sub.add_parser("session", help="quantum sessions of jobs (job-manager prolog/epilog "
-                        "and the job shell plugin call these)")
-    se.add_argument("action", choices=("prolog", "epilog", "env"),
-                    help="prolog: open the job's sessions; epilog: release them; env: print "
-                         "the tasks' environment")
+    se = sub.add_parser("session", help="a hybrid job's session environment, from the "
+                        "fluxqr agent (the job shell plugin calls this)")
+    se.add_argument("action", choices=("env",),
+                    help="env: print the tasks' environment (waits while a session opens)")
     se.add_argument("jobid", nargs="?", help="job id (default: $FLUX_JOB_ID)")
     se.set_defaults(func=cmd_session)
     fi = sub.add_parser("flux-install", help="write the files through which Flux finds "

@@ -73,6 +73,22 @@ def _job_R() -> dict[str, Any] | None:
         return None
 
 
+def _devices_file() -> str | None:
+    """The site's devices.yaml: ``$FLUXQR_DEVICES``, else the enclosing instance's
+    ``[fluxqr] devices`` (it names credentials by variable only, so any user may read it)."""
+    if os.environ.get("FLUXQR_DEVICES"):
+        return os.environ["FLUXQR_DEVICES"]
+    if not os.environ.get("FLUX_URI"):
+        return None
+    from fluxqr.flux import instance
+
+    try:
+        path = (instance.config(instance.connect()).get("fluxqr") or {}).get("devices")
+    except FluxqrError:
+        return None
+    return str(path) if path else None
+
+
 def allocation(r: dict[str, Any] | None = None) -> Allocation:
     """The current job's QPUs and their properties (from the job's R).
 
@@ -83,8 +99,9 @@ def allocation(r: dict[str, Any] | None = None) -> Allocation:
 
     r = r if r is not None else _job_R()
     inv = None
-    if os.environ.get("FLUXQR_DEVICES"):
-        inv = inventory.load(os.environ["FLUXQR_DEVICES"])
+    path = _devices_file()
+    if path:
+        inv = inventory.load(path)
     qpus = Allocation()
     if r is not None:
         metas = qpus_in_R(r)

@@ -1,25 +1,34 @@
-"""The fluxqr broker module: the refresh loop inside a Flux instance.
+"""The fluxqr agent: one broker module that owns the quantum side of an instance.
 
-Load it with ``flux module load <prefix>/modules/fluxqr.py [key=value ...]`` (the
-file ``fluxqr flux-install`` writes). Settings come from the instance's TOML
-``[fluxqr]`` table and may be overridden by module arguments:
+Load it with ``flux module load <prefix>/modules/fluxqr.py [key=value ...]`` (the file
+``fluxqr flux-install`` writes), at instance start through the rc scripts or modprobe
+(see the admin guide). Settings come from the instance's ``[fluxqr]`` table, overridden
+by module arguments (see :mod:`fluxqr.core.config`).
 
-======================  ==========================================  =========
-key                     meaning                                     default
-======================  ==========================================  =========
-``devices``             devices.yaml path                           required
-``interval``            seconds between cycles                      60
-``timeout``             seconds one device read may take            per device
-``failure-threshold``   failed reads in a row before a device       3
-                        goes down
-``session-dir``         session state files (used by the prolog,    <rundir>/fluxqr
-                        epilog and ``flux qr session env``)
-======================  ==========================================  =========
+What it does, all from the broker's reactor, with every vendor call in a worker thread:
 
-Device reads run in a worker thread, so a slow vendor endpoint never blocks the
-broker's reactor; the RPCs to Fluxion are sent from the reactor. The module
-answers ``fluxqr.status`` (what ``flux qr status`` prints) and ``fluxqr.agent.refresh``
-(run a cycle now).
+* **refresh** — reads the devices every ``interval`` seconds and pushes what changed
+  into Fluxion (:mod:`fluxqr.agent.refresh`);
+* **follow hybrid jobs** — through the job-manager journal; jobs without
+  ``attributes.system.quantum`` are skipped at their ``submit`` event, so classical jobs
+  run no fluxqr code at all;
+* **take the vendor side first** — a job with start mode ``ready`` or ``predicted`` is
+  submitted held (urgency 0). The agent opens its session, queues an anchor task, and
+  releases the job (restoring its urgency) when the vendor grants the device
+  (``ready``), or when the predicted grant is no further away than Fluxion's predicted
+  start of the job (``predicted``). A ``now`` job's session opens at allocation and the
+  job shell waits for it;
+* **never lose or leak** — sessions close when jobs end however they end; a job canceled
+  while held has its anchor canceled and its session closed; on load the agent re-adopts
+  held jobs from the journal and closes orphaned sessions; at instance shutdown it closes
+  everything;
+* **serve the tasks' environment** (``fluxqr.session-env``, owner-only) and its state
+  (``fluxqr.status``).
+
+A configuration error (no ``[fluxqr]`` table, a broken devices file) never stops the
+module from loading, and so never stops an instance from starting: the agent reports
+the error in ``flux dmesg`` and ``flux qr status`` and recovers on ``flux config reload``
+or module reload.
 """
 
 from __future__ import annotations
@@ -30,16 +39,20 @@ import logging
 import os
 import queue
 import signal
-import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from flux.brokermod import BrokerModule, request_handler
 from flux.constants import FLUX_POLLIN
 
-from fluxqr.agent.refresh import FluxionTarget, Refresher
-from fluxqr.core.config import settings
+from fluxqr.agent.jobs import DeviceView, DrainModel, HybridJob, admit, anchor_due, release_due
 from fluxqr.errors import FluxqrError
+
+MEMO_KEY = "qpu"
+SESSIONS_MEMO_KEY = "qpu_sessions"
+#: journal events after which a job holds nothing any more
+ENDING = ("finish", "clean")
 
 
 class _BrokerLogHandler(logging.Handler):
@@ -60,137 +73,760 @@ class _BrokerLogHandler(logging.Handler):
 
 
 class FluxqrModule(BrokerModule):
-    """Refresh QPU properties and status in this instance's Fluxion."""
+    """The quantum agent (see the module docstring)."""
 
     def __init__(self, h, *args):
         super().__init__(h, *args)
-        from fluxqr.core import inventory
-
         self._handler = _BrokerLogHandler(self)
         logging.getLogger("fluxqr").addHandler(self._handler)
         logging.getLogger("fluxqr").setLevel(logging.INFO)
-        try:
-            conf = h.rpc("config.get").get() or {}
-            self.settings = settings(conf, args)
-            inv = inventory.load(self.settings["devices"])
-            from fluxqr.agent.sessions import instance_context
-
-            # Computed once: at shutdown the broker may no longer answer config requests.
-            self.sessions = instance_context(h, self.settings)
-            self.refresher = Refresher(inv, FluxionTarget(h),
-                                       failure_threshold=self.settings["failure-threshold"],
-                                       timeout=self.settings["timeout"])
-        except FluxqrError as exc:
-            # One clear line in flux dmesg, and `flux module load` fails.
-            self.log.error(f"fluxqr: {exc}")
-            raise OSError(f"fluxqr: {exc}") from None
-        self._results: queue.Queue = queue.Queue()
-        self._busy = False
+        self.owner = os.getuid()
+        self.error: str | None = None
+        self.settings: dict[str, Any] = {}
+        self.inventory: Any = None
+        self.refresher: Any = None
+        self.store: Any = None
+        self.jobs: dict[int, HybridJob] = {}
+        self.sides: dict[str, Any] = {}
+        self.drain = DrainModel()
+        self._env_waiters: dict[int, list[Any]] = {}
+        self._memos: dict[int, str] = {}
+        self._busy: set[tuple[int, str]] = set()   # (jobid, action) running in a worker
+        self._reading = False
+        self._replayed = False
         self._terminated = False
+        self._posts: queue.SimpleQueue = queue.SimpleQueue()
         self._rfd, self._wfd = os.pipe()
-        self._fdw = h.fd_watcher_create(self._rfd, self._on_results, events=FLUX_POLLIN)
+        self._fdw = h.fd_watcher_create(self._rfd, self._on_posts, events=FLUX_POLLIN)
         self._fdw.start()
-        self._timer = h.timer_watcher_create(0.0, self._on_timer,
-                                             repeat=self.settings["interval"])
-        self._timer.start()
-        # At instance shutdown the broker terminates Python modules with SIGTERM: catch it
-        # in the reactor so the sessions of canceled jobs are released before exiting.
+        self._refresh_timer: Any = None
+        self._tick = h.timer_watcher_create(1.0, self._on_tick, repeat=1.0)
         self._sigterm = h.signal_watcher_create(signal.SIGTERM, self._on_sigterm)
         self._sigterm.start()
-        self._sweep()  # sessions left by jobs that ended while no epilog could run
-        self.log.info(f"fluxqr: refreshing {len(inv)} device(s) every "
-                      f"{self.settings['interval']:g} s from {self.settings['devices']}")
+        self._configure(self._read_config(), args)
+        from flux.job.journal import JournalConsumer
 
-    # The cycle is split: reads (slow, no Flux calls) in a thread; pushes in the reactor.
-    def _on_timer(self, *_args) -> None:
-        self._start_reads()
+        self.journal = JournalConsumer(h, full=True, include_sentinel=True)
+        self.journal.set_callback(self._on_event)
+        self.journal.start()
+        self._tick.start()
+
+    # -- configuration -----------------------------------------------------------------
+
+    def _read_config(self) -> dict[str, Any]:
+        try:
+            return self.handle.rpc("config.get").get() or {}
+        except OSError:
+            return {}
+
+    def _configure(self, conf: dict[str, Any], args: tuple[str, ...] = ()) -> None:
+        """Apply a configuration; on error keep running, unconfigured, and say why."""
+        from fluxqr.core import inventory
+        from fluxqr.core.config import settings
+        from fluxqr.core.sessions import SessionStore
+
+        try:
+            new = settings(conf, tuple(args))
+            inv = inventory.load(new["devices"])
+            directory = new.get("session-dir") or os.path.join(
+                self.handle.rpc("attr.get", {"name": "rundir"}).get()["value"], "fluxqr")
+            store = SessionStore(directory)
+            from fluxqr.agent.refresh import FluxionTarget, Refresher
+
+            refresher = Refresher(inv, FluxionTarget(self.handle),
+                                  failure_threshold=new["failure-threshold"],
+                                  timeout=new["timeout"])
+        except (FluxqrError, OSError) as exc:
+            self.error = str(exc)
+            self.log.error(f"fluxqr: agent not configured: {exc} (fix it, then run "
+                           f"'flux config reload' or reload the module)")
+            return
+        self.settings, self.inventory, self.store, self.refresher = new, inv, store, refresher
+        self.sides = {}
+        self.drain = DrainModel(default=new["vendor-job-seconds"])
+        self.error = None
+        if self._refresh_timer is not None:
+            self._refresh_timer.stop()
+        self._refresh_timer = self.handle.timer_watcher_create(
+            0.0, lambda *_: self._start_reads(), repeat=new["interval"])
+        self._refresh_timer.start()
+        self.log.info(f"fluxqr: agent serving {len(inv)} device(s) from {new['devices']}, "
+                      f"refresh every {new['interval']:g} s")
+
+    @request_handler("config-reload")
+    def _config_reload(self, msg) -> None:
+        # `flux config reload` sends the new configuration to every module.
+        self._configure(msg.payload or {}, self.args)
+        self.handle.respond(msg, None)
+
+    # -- plumbing: work in threads, results back in the reactor ------------------------
+
+    def _side(self, name: str) -> Any:
+        from fluxqr.agent.vendor import side_for
+
+        if name not in self.sides:
+            self.sides[name] = side_for(self.inventory.get(name))
+        return self.sides[name]
+
+    def _work(self, key: tuple[int, str], fn: Callable[[], Any],
+              done: Callable[[Any, BaseException | None], None]) -> None:
+        """Run ``fn`` in a worker thread; ``done(result, error)`` then runs in the reactor."""
+        from fluxqr.devices import _POOL
+
+        if key in self._busy:
+            return
+        self._busy.add(key)
+
+        def run() -> None:
+            try:
+                result, error = fn(), None
+            except BaseException as exc:  # noqa: BLE001 - handed to the reactor
+                result, error = None, exc
+            self._posts.put((key, done, result, error))
+            os.write(self._wfd, b"x")
+
+        _POOL.submit(run)
+
+    def _on_posts(self, *_args) -> None:
+        os.read(self._rfd, 4096)
+        while not self._posts.empty():
+            key, done, result, error = self._posts.get()
+            self._busy.discard(key)
+            try:
+                done(result, error)
+            except Exception as exc:  # noqa: BLE001 - one job's fault never stops the agent
+                self.log.error(f"fluxqr: internal error handling job {key[0]} "
+                               f"({key[1]}): {type(exc).__name__}: {exc}")
+
+    # -- refresh -----------------------------------------------------------------------
 
     def _start_reads(self) -> None:
-        if self._busy:
+        if self.refresher is None or self._reading:
             return
-        self._busy = True
-        threading.Thread(target=self._read_worker, daemon=True, name="fluxqr-reads").start()
+        self._reading = True
+        refresher = self.refresher
+        started = time.monotonic()
 
-    def _read_worker(self) -> None:
-        snaps: Any
-        start = time.monotonic()
-        try:
-            snaps = self.refresher.reader(self.refresher.inventory, self.refresher.timeout)
-        except Exception as err:  # noqa: BLE001 - reported from the reactor side
-            snaps = err
-        self._results.put((snaps, time.monotonic() - start))
-        os.write(self._wfd, b"x")
-
-    def _on_results(self, *_args) -> None:
-        os.read(self._rfd, 64)
-        while not self._results.empty():
-            snaps, read_seconds = self._results.get()
-            self._busy = False
-            if isinstance(snaps, Exception):
-                self.log.error(f"fluxqr: device reads failed: {snaps}")
-                continue
-            reader = self.refresher.reader
-            self.refresher.reader = lambda *_a, s=snaps: s
+        def done(snaps: Any, error: BaseException | None) -> None:
+            self._reading = False
+            if refresher is not self.refresher:
+                return  # reconfigured meanwhile
+            if error is not None:
+                self.log.error(f"fluxqr: device reads failed: {error}")
+                return
+            reader = refresher.reader
+            refresher.reader = lambda *_a, s=snaps: s
             try:
-                report = self.refresher.cycle()
+                report = refresher.cycle()
             finally:
-                self.refresher.reader = reader
-            report.seconds += read_seconds  # the cycle's time includes its reads
+                refresher.reader = reader
+            report.seconds += time.monotonic() - started
             if report.errors:
-                self.log.error(f"fluxqr: cycle {self.refresher.cycles}: "
-                               f"{len(report.errors)} error(s): {report.errors[0]}")
+                self.log.error(f"fluxqr: cycle {refresher.cycles}: {len(report.errors)} "
+                               f"error(s): {report.errors[0]}")
+
+        self._work((0, "refresh"), lambda: refresher.reader(refresher.inventory,
+                                                            refresher.timeout), done)
+
+    # -- the journal -------------------------------------------------------------------
+
+    def _on_event(self, event) -> None:
+        if event is None:
+            self.log.error("fluxqr: the job-manager journal ended; hybrid jobs are no "
+                           "longer followed (reload the module)")
+            return
+        if event.is_empty():  # the sentinel: history replayed, now live
+            self._replayed = True
+            self._adopt()
+            return
+        name = event.name
+        if name == "submit":
+            self._on_submit(event)
+            return
+        job = self.jobs.get(event.jobid)
+        if job is None:
+            return
+        ctx = event.context or {}
+        live = self._replayed
+        if name == "urgency":
+            self._on_urgency(job, ctx)
+        elif name == "alloc":
+            job.mark("alloc", event.timestamp)
+            if job.phase not in ("ending", "done"):
+                job.phase = "running" if live or job.start == "now" else job.phase
+                if job.phase != "running":  # replayed: held job already released
+                    job.phase = "running"
+                if live and (job.start == "now" or not job.tokens):
+                    self._begin(job)
+        elif name == "start":
+            job.mark("start", event.timestamp)
+        elif name == "exception" and ctx.get("severity", 0) == 0:
+            job.mark("exception", event.timestamp)
+            if live:
+                self._end(job, f"job exception: {ctx.get('type')}")
+            else:
+                job.phase = "ending"
+        elif name in ENDING:
+            job.mark(name, event.timestamp)
+            if live:
+                self._end(job, name)
+                if name == "clean":
+                    self._forget(job)
+            else:
+                job.phase = "ending"
+        if live:
+            self._update_memo(job)
+
+    def _on_submit(self, event) -> None:
+        from fluxqr.core.jobspec import start_mode
+
+        spec = event.jobspec or {}
+        start = start_mode(spec)
+        if start is None:
+            return  # classical: nothing to do, ever
+        quantum = spec["attributes"]["system"]["quantum"]
+        request = quantum.get("request") or {}
+        resolution = quantum.get("resolution") or {}
+        ctx = event.context or {}
+        job = HybridJob(int(event.jobid), int(ctx.get("userid", -1)), start,
+                        list(resolution.get("pinned") or []),
+                        urgency=quantum.get("urgency"),
+                        mode=request.get("session_mode", "dedicated"),
+                        max_time=request.get("session_max_time"),
+                        duration=float(spec["attributes"]["system"].get("duration") or 0))
+        job.mark("submit", event.timestamp)
+        job.held = job.held_start and ctx.get("urgency") == 0 and job.urgency is not None
+        self.jobs[job.jobid] = job
+        if job.held_start and not job.devices:
+            job.start, job.why = "now", "no device pinned at submit: started as 'now'"
+        elif job.held_start and not job.held:
+            job.urgency = int(ctx.get("urgency", 16))
+            if self._replayed:
+                self._hold_unheld(job)
+
+    def _hold_unheld(self, job: HybridJob) -> None:
+        """A held-start job that arrived unheld (a path that could not hold it): hold it
+        now; if Fluxion was faster, it runs as ``now`` (recorded on the job)."""
+        job.held = True
+        self._set_urgency(job, 0)
+
+    def _on_urgency(self, job: HybridJob, ctx: dict[str, Any]) -> None:
+        urgency = int(ctx.get("urgency", 16))
+        if job.phase == "released" or not job.held or urgency == 0:
+            return
+        if job.times.get("agent-release"):
+            return
+        # Someone released the held job by hand: it runs with `now` semantics.
+        job.by_hand, job.start, job.held = True, "now", False
+        job.why = "released by hand: the session opens when the job starts"
+        self.log.info(f"fluxqr: job {job.jobid}: released by hand; starting as 'now'")
+
+    def _adopt(self) -> None:
+        """After the journal's history: re-adopt what a previous agent left, close orphans.
+
+        Nothing acts during the replay (a session must never be closed, or a job held,
+        because of a past event); here the records left in the session store meet the
+        jobs' replayed states.
+        """
+        if self.store is not None:
+            for key in self.store.jobids():
+                js = self.store.load(key)
+                if js is None:
+                    continue
+                job = self.jobs.get(int(key))
+                if job is None or job.phase in ("ending", "done"):
+                    self._close_stored(int(key), js, "orphaned: its job has ended")
+                    continue
+                saved = (js.extra or {}).get("agent")
+                if saved:
+                    old = HybridJob.from_dict(saved)
+                    job.tokens, job.anchors, job.queue = old.tokens, old.anchors, old.queue
+                    job.times = {**old.times, **job.times}
+                    job.by_hand = job.by_hand or old.by_hand
+                    if job.phase == "waiting" and old.phase in ("opening", "anchored",
+                                                                 "granted", "released"):
+                        job.phase = "anchored" if job.anchors else "opening"
+                        if old.phase == "released":
+                            job.phase = "released"
+                else:
+                    job.tokens = {r.device: r.token for r in js.records if r.token}
+        for job in list(self.jobs.values()):
+            if job.phase == "ending":
+                self._close(job, "ended while no agent was running")
+            elif job.phase == "done":
+                self.jobs.pop(job.jobid, None)
+            elif job.phase == "running" and not job.tokens:
+                self._begin(job)
+            elif job.held_start and not job.held and job.phase == "waiting":
+                self._hold_unheld(job)
+            self._update_memo(job)
+        held = [j for j in self.jobs.values() if j.held and j.phase not in ("ending", "done")]
+        if held:
+            self.log.info(f"fluxqr: following {len(held)} held hybrid job(s)")
+
+    # -- the vendor side ---------------------------------------------------------------
+
+    def _views(self, exclude: int) -> dict[str, DeviceView]:
+        views = {}
+        for dev in self.inventory:
+            state = self.refresher.states.get(dev.name) if self.refresher else None
+            in_use = sum(1 for j in self.jobs.values() if j.jobid != exclude and
+                         dev.name in j.tokens and j.phase not in ("done",))
+            views[dev.name] = DeviceView(
+                up=state.up if state else True, slots=dev.sessions, in_use=in_use,
+                reason=(state.properties.get("down_reason", "") if state else ""))
+        return views
+
+    def _on_tick(self, *_args) -> None:
+        """Once a second: move every held job one step (each step is asynchronous)."""
+        if not self._replayed:
+            return
+        for job in list(self.jobs.values()):
+            if job.held and job.phase in ("waiting", "opening", "anchored", "granted"):
+                self._advance(job)
+
+    def _advance(self, job: HybridJob) -> None:
+        if self.error or self.inventory is None:
+            job.why = f"fluxqr agent not configured: {self.error}"
+            self._update_memo(job)
+            return
+        if job.phase == "waiting":
+            why = admit(job, self._views(job.jobid))
+            if why:
+                if why != job.why:
+                    job.why = why
+                    self._update_memo(job)
+                return
+            job.why = None
+            self._open(job)
+        elif job.phase == "opening" and all(d in job.tokens for d in job.devices):
+            self._place_anchors(job)
+        elif job.phase == "anchored":
+            self._poll(job)
+        elif job.phase == "granted":
+            self._release(job)
+
+    def _open(self, job: HybridJob) -> None:
+        job.phase = "opening"
+        job.mark("opening")
+        self._update_memo(job)
+        devices = list(job.devices)
+
+        def opener() -> dict[str, str | None]:
+            tokens: dict[str, str | None] = {}
+            for name in devices:
+                tokens[name] = self._side(name).open(job.mode, job.max_time)
+            return tokens
+
+        def done(tokens: Any, error: BaseException | None) -> None:
+            if error is None:
+                for name, token in (tokens or {}).items():
+                    if token is not None:
+                        job.tokens[name] = token
+                job.mark("opened")
+                self._save(job)
+            if job.phase in ("ending", "done"):
+                # Canceled while the vendor was answering: close what it opened.
+                self._close(job, "canceled while the session was opening")
+                return
+            if error is not None:
+                self._fail(job, f"the vendor refused the session: {error}")
+                return
+            if job.start == "now":
+                job.phase = "running"
+                self._answer_env(job)
+            self._update_memo(job)
+
+        self._work((job.jobid, "open"), opener, done)
+
+    def _lead(self, job: HybridJob, then: Callable[[], None]) -> None:
+        """Ask Fluxion when this job could start (its ``without_allocating_future`` match),
+        store it in ``job.lead``, then call ``then``."""
+        try:
+            spec = self.handle.rpc("job-info.lookup", {"id": job.jobid, "keys": ["jobspec"],
+                                                       "flags": 0}).get()["jobspec"]
+        except OSError:
+            job.lead = None
+            then()
+            return
+
+        def answered(future) -> None:
+            try:
+                at = float(future.get().get("at", 0.0))
+                job.lead = max(0.0, at - time.time())
+            except OSError:
+                job.lead = None  # busy or unsatisfiable now: no estimate
+            then()
+
+        self.handle.rpc("sched-fluxion-resource.match",
+                        {"cmd": "without_allocating_future", "jobid": job.jobid,
+                         "jobspec": spec if isinstance(spec, str) else json.dumps(spec)}
+                        ).then(answered)
+
+    def _place_anchors(self, job: HybridJob) -> None:
+        if (job.jobid, "lead") in self._busy:
+            return
+        self._busy.add((job.jobid, "lead"))
+
+        def decide() -> None:
+            self._busy.discard((job.jobid, "lead"))
+            if job.phase != "opening":
+                return
+            ttl = float(self.settings.get("idle-timeout", 60.0))
+            waits = [self.drain.eta(d, job.queue.get(d), 0.0) for d in job.devices]
+            known = [w for w in waits if w is not None]
+            if not anchor_due(job.lead, max(known) if known else None, ttl):
+                job.why = (f"anchor held back: Fluxion predicts the job starts in "
+                           f"{job.lead:.0f} s, later than the vendor grant plus half the "
+                           f"idle timeout")
+                self._update_memo(job)
+                return
+            self._anchor(job)
+
+        # Learn the device queue before deciding (one vendor read per device, in a thread).
+        def read_queues() -> dict[str, int | None]:
+            return {d: self._side(d).queue_length() for d in job.devices}
+
+        def queues_read(result: Any, error: BaseException | None) -> None:
+            if error is None:
+                job.queue.update(result or {})
+            self._lead(job, decide)
+
+        self._work((job.jobid, "queues"), read_queues, queues_read)
+
+    def _anchor(self, job: HybridJob) -> None:
+        devices = list(job.devices)
+
+        def anchorer() -> dict[str, str | None]:
+            return {d: self._side(d).anchor(job.tokens.get(d)) for d in devices}
+
+        def done(anchors: Any, error: BaseException | None) -> None:
+            if error is None:
+                job.anchors.update({d: a for d, a in (anchors or {}).items() if a})
+            if job.phase in ("ending", "done"):
+                self._close(job, "canceled while the anchor was queued")
+                return
+            if error is not None:
+                self._fail(job, f"the vendor refused the anchor task: {error}")
+                return
+            job.phase = "anchored"
+            job.why = None
+            job.mark("anchored")
+            self._save(job)
+            self._update_memo(job)
+
+        self._work((job.jobid, "anchor"), anchorer, done)
+
+    def _poll(self, job: HybridJob) -> None:
+        devices = list(job.devices)
+
+        def poller() -> dict[str, Any]:
+            return {d: self._side(d).poll(job.tokens.get(d), job.anchors.get(d))
+                    for d in devices}
+
+        def done(states: Any, error: BaseException | None) -> None:
+            if error is not None or job.phase != "anchored":
+                return
+            failed = [s.error for s in states.values() if s.error and s.state in
+                      ("failed", "canceled")]
+            if failed:
+                self._fail(job, failed[0])
+                return
+            granted = all(s.granted for s in states.values())
+            waited = time.time() - job.times.get("anchored", time.time())
+            etas = [self.drain.eta(d, job.queue.get(d), waited) for d in devices]
+            known = [e for e in etas if e is not None]
+            job.eta = max(known) if known else None
+            if granted:
+                job.mark("granted")
+                for d in devices:
+                    self.drain.learn(d, job.queue.get(d) or 0, waited)
+
+            def decide() -> None:
+                if job.phase == "anchored" and release_due(job, granted):
+                    job.phase = "granted" if granted else job.phase
+                    self._release(job)
+                else:
+                    self._update_memo(job)
+
+            if job.start == "predicted" and not granted:
+                self._lead(job, decide)
+            else:
+                decide()
+
+        self._work((job.jobid, "poll"), poller, done)
+
+    def _release(self, job: HybridJob) -> None:
+        job.mark("agent-release")
+        job.phase = "released"
+        job.why = None
+        self._set_urgency(job, job.urgency if job.urgency is not None else 16)
+        self._save(job)
+        self._update_memo(job)
+
+    def _set_urgency(self, job: HybridJob, urgency: int) -> None:
+        def answered(future) -> None:
+            try:
+                future.get()
+            except OSError as exc:
+                if urgency == 0:  # could not hold it: Fluxion was faster
+                    job.held, job.start = False, "now"
+                    job.why = "could not be held (already scheduled): started as 'now'"
+                else:
+                    self.log.error(f"fluxqr: job {job.jobid}: release failed: "
+                                   f"{exc.strerror or exc}")
+
+        self.handle.rpc("job-manager.urgency", {"id": job.jobid, "urgency": int(urgency)}
+                        ).then(answered)
+
+    def _begin(self, job: HybridJob) -> None:
+        """At allocation of a job whose sessions are not open yet (``now``)."""
+        if self.inventory is None:
+            return
+        if not job.devices:
+            job.devices = self._allocated_devices(job)
+        if any(self._side(d).queued for d in job.devices) and job.mode != "none":
+            self._open(job)
+        else:
+            job.phase = "running"
+            self._answer_env(job)
+
+    def _allocated_devices(self, job: HybridJob) -> list[str]:
+        from fluxqr.core.sessions import qpus_in_R
+
+        try:
+            r = self.handle.rpc("job-info.lookup", {"id": job.jobid, "keys": ["R"],
+                                                    "flags": 0}).get()["R"]
+            r = json.loads(r) if isinstance(r, str) else r
+            return [m["name"] for m in qpus_in_R(r)]
+        except (OSError, KeyError, TypeError, ValueError):
+            return []
+
+    # -- ending ------------------------------------------------------------------------
+
+    def _end(self, job: HybridJob, why: str) -> None:
+        if job.phase in ("ending", "done"):
+            return
+        opening = (job.jobid, "open") in self._busy or (job.jobid, "anchor") in self._busy
+        job.phase = "ending"
+        self._answer_env(job, error=f"job ended ({why})")
+        if not opening:  # else the open/anchor callback closes what it got
+            self._close(job, why)
+
+    def _close(self, job: HybridJob, why: str) -> None:
+        anchors, tokens = dict(job.anchors), dict(job.tokens)
+
+        def closer() -> list[str]:
+            errors = []
+            for d, anchor in anchors.items():
+                try:
+                    self._side(d).cancel(anchor)
+                except Exception as exc:  # noqa: BLE001 - the session close below matters
+                    errors.append(f"anchor on {d}: {exc}")
+            for d, token in tokens.items():
+                try:
+                    self._side(d).close(token)
+                except Exception as exc:  # noqa: BLE001
+                    errors.append(f"release of {d}: {exc}")
+            return errors
+
+        def done(errors: Any, error: BaseException | None) -> None:
+            errors = list(errors or []) + ([str(error)] if error else [])
+            if errors:
+                job.why = f"closing failed: {errors[0]}"
+                self.log.error(f"fluxqr: job {job.jobid}: {'; '.join(errors)}")
+                self._save(job)  # kept for the next load's sweep
+            else:
+                job.mark("closed")
+                job.tokens, job.anchors = {}, {}
+                if self.store is not None:
+                    self.store.delete(str(job.jobid))
+            job.phase = "done"
+            self._update_memo(job, final=True)
+
+        if not tokens and not anchors:
+            job.phase = "done"
+            self._update_memo(job, final=True)
+            if self.store is not None:
+                self.store.delete(str(job.jobid))
+            return
+        self.log.info(f"fluxqr: job {job.jobid}: closing vendor session(s) ({why})")
+        self._work((job.jobid, "close"), closer, done)
+
+    def _close_stored(self, jobid: int, js: Any, why: str) -> None:
+        job = HybridJob.from_dict((js.extra or {}).get("agent") or {
+            "jobid": jobid, "userid": js.userid or -1, "start": "now", "devices": []})
+        for rec in js.records:
+            if rec.token and not rec.released:
+                job.tokens[rec.device] = rec.token
+        self.jobs.setdefault(jobid, job)
+        self._close(job, why)
+
+    def _fail(self, job: HybridJob, why: str) -> None:
+        from fluxqr.devices.base import scrub
+
+        line = scrub(" ".join(str(why).split()), list(job.tokens.values()))
+        job.why = line
+        self.log.error(f"fluxqr: job {job.jobid}: {line}")
+        self._answer_env(job, error=line)
+        self.handle.rpc("job-manager.raise", {"id": job.jobid, "type": "fluxqr",
+                                              "severity": 0, "note": f"fluxqr: {line}"})
+        self._end(job, "vendor failure")
+
+    def _forget(self, job: HybridJob) -> None:
+        if job.phase == "done":
+            self.jobs.pop(job.jobid, None)
+            self._memos.pop(job.jobid, None)
+
+    # -- records -----------------------------------------------------------------------
+
+    def _save(self, job: HybridJob) -> None:
+        """Persist the job (tokens included) in an owner-only file: the next agent
+        re-adopts it, or closes what it holds."""
+        if self.store is None:
+            return
+        from fluxqr.core.sessions import JobSessions, SessionRecord
+
+        records = [SessionRecord(d, self.inventory.get(d).adapter if self.inventory else "?",
+                                 job.mode, token=job.tokens.get(d)) for d in job.devices]
+        js = JobSessions(str(job.jobid), records, duration=job.duration,
+                         devices_file=self.settings.get("devices"), userid=job.userid,
+                         extra={"agent": job.to_dict()})
+        try:
+            self.store.save(js)
+        except OSError as exc:
+            self.log.error(f"fluxqr: job {job.jobid}: cannot save its session record: {exc}")
+
+    def _update_memo(self, job: HybridJob, final: bool = False) -> None:
+        memo: dict[str, Any] = {MEMO_KEY: job.memo()}
+        if job.tokens or final:
+            from fluxqr.core.sessions import _ref
+
+            memo[SESSIONS_MEMO_KEY] = {d: {"session": _ref(t), "mode": job.mode}
+                                       for d, t in job.tokens.items()} or None
+        text = json.dumps(memo, sort_keys=True)
+        if self._memos.get(job.jobid) == text:
+            return
+        self._memos[job.jobid] = text
+        f = self.handle.rpc("job-manager.memo", {"id": job.jobid, "volatile": False,
+                                                 "memo": memo})
+        f.then(lambda fut: _ignore(fut))
+
+    # -- services ----------------------------------------------------------------------
 
     @request_handler("status", allow_guest=True)
     def _status(self, msg) -> None:
-        status = self.refresher.status()
+        status: dict[str, Any] = self.refresher.status() if self.refresher else {}
         status["settings"] = self.settings
+        status["error"] = self.error
+        status["jobs"] = {str(j.jobid): dict(j.memo(), userid=j.userid)
+                          for j in self.jobs.values() if j.phase != "done"}
         self.handle.respond(msg, json.loads(json.dumps(status, default=str)))
 
     @request_handler("session-env", allow_guest=True)
     def _session_env(self, msg) -> None:
-        # Job shells on every node ask here: the session records live on this rank.
-        from fluxqr.agent.sessions import job_environment
-        from fluxqr.errors import FluxqrError
+        try:
+            jobid = _jobid(msg.payload["jobid"])
+        except (KeyError, TypeError, ValueError):
+            self.handle.respond_error(msg, errno.EINVAL, "fluxqr: session-env needs a jobid")
+            return
+        job = self.jobs.get(jobid)
+        if job is None:
+            self.handle.respond_error(msg, errno.ENOENT,
+                                      f"fluxqr: job {jobid} is not a hybrid job the agent "
+                                      f"follows")
+            return
+        if msg.userid not in (job.userid, self.owner):
+            self.handle.respond_error(msg, errno.EPERM,
+                                      f"fluxqr: job {jobid}: its session environment is for "
+                                      f"its owner only")
+            return
+        if job.phase in ("running", "released", "granted") and \
+                (job.jobid, "open") not in self._busy:
+            self._respond_env(job, msg)
+            return
+        if job.phase in ("ending", "done") and job.why:
+            self.handle.respond_error(msg, errno.ECANCELED, f"fluxqr: {job.why}")
+            return
+        # The session is still opening (`now` at allocation): answer when it is open.
+        self._env_waiters.setdefault(jobid, []).append(msg)
+
+    def _answer_env(self, job: HybridJob, error: str | None = None) -> None:
+        for msg in self._env_waiters.pop(job.jobid, []):
+            if error:
+                self.handle.respond_error(msg, errno.ECANCELED, f"fluxqr: {error}")
+            else:
+                self._respond_env(job, msg)
+
+    def _respond_env(self, job: HybridJob, msg: Any) -> None:
+        from fluxqr.core.sessions import JobSessions, SessionRecord, task_environment
 
         try:
-            jobid = str(msg.payload["jobid"])
-            env = job_environment(self.sessions, jobid, userid=msg.userid)
-            self.handle.respond(msg, {"env": env})
-        except (FluxqrError, KeyError, TypeError, ValueError) as exc:
-            self.handle.respond_error(msg, errno.EPERM if "owner only" in str(exc)
-                                      else errno.ENOENT, str(exc))
+            devices = [self.inventory.get(d) for d in job.devices]
+            js = JobSessions(str(job.jobid), [
+                SessionRecord(d.name, d.adapter, job.mode if d.adapter == "qrmi" else "none",
+                              token=job.tokens.get(d.name)) for d in devices],
+                duration=job.duration, devices_file=self.settings.get("devices"),
+                userid=job.userid)
+            env = task_environment(js, devices)
+        except (FluxqrError, KeyError, AttributeError) as exc:
+            self.handle.respond_error(msg, errno.ENOENT, f"fluxqr: job {job.jobid}: {exc}")
+            return
+        self.handle.respond(msg, {"env": env})
 
     @request_handler("refresh")
     def _refresh(self, msg) -> None:
         self._start_reads()
-        self.handle.respond(msg, {"started": True})
+        self.handle.respond(msg, {"started": self.refresher is not None})
+
+    # -- lifetime ----------------------------------------------------------------------
 
     def _on_sigterm(self, *_args) -> None:
+        # At instance shutdown the broker terminates Python modules with SIGTERM: close
+        # every vendor session before exiting (jobs canceled now run no more code of ours).
         self.log.info("fluxqr: terminating")
         self._terminated = True
         self.stop()
 
-    def _sweep(self, release: frozenset[str] = frozenset({"INACTIVE"})) -> None:
-        from fluxqr.agent.sessions import sweep
-        from fluxqr.errors import FluxqrError
-
-        try:
-            for line in sweep(self.sessions, release):
-                self.log.info(f"fluxqr: session sweep: {line}")
-        except (FluxqrError, OSError) as exc:
-            self.log.error(f"fluxqr: session sweep failed: {exc}")
+    def _close_all_now(self) -> None:
+        """Synchronously close everything (instance shutdown): the reactor is stopping."""
+        for job in self.jobs.values():
+            for d, anchor in job.anchors.items():
+                try:
+                    self._side(d).cancel(anchor)
+                except Exception:  # noqa: BLE001, S110 - best effort at shutdown
+                    pass
+            for d, token in list(job.tokens.items()):
+                try:
+                    self._side(d).close(token)
+                    del job.tokens[d]
+                except Exception as exc:  # noqa: BLE001
+                    self.log.error(f"fluxqr: job {job.jobid}: release of {d} failed: {exc}")
+            if not job.tokens and self.store is not None:
+                self.store.delete(str(job.jobid))
 
     def run(self) -> None:
         try:
             super().run()
         finally:
-            # At instance shutdown the broker terminates this module after running jobs
-            # were canceled, possibly before their epilogs ran: release what they hold.
-            if self._terminated:
-                self._sweep(frozenset({"INACTIVE", "CLEANUP"}))
+            if self._terminated and self.inventory is not None:
+                self._close_all_now()
             logging.getLogger("fluxqr").removeHandler(self._handler)
-            self._timer.stop()
-            self._fdw.stop()
-            self._sigterm.stop()
+            for watcher in (self._refresh_timer, self._tick, self._fdw, self._sigterm):
+                if watcher is not None:
+                    watcher.stop()
             os.close(self._rfd)
             os.close(self._wfd)
+
+
+def _jobid(value: Any) -> int:
+    from flux.job import JobID
+
+    return int(JobID(value))
+
+
+def _ignore(future: Any) -> None:
+    try:
+        future.get()
+    except OSError:
+        pass  # the job may be gone already

@@ -9,6 +9,8 @@ prolog/epilog all read, so they agree on names, defaults and errors::
     timeout = 10                                # seconds per device read (default: per device)
     failure-threshold = 3                       # failed reads before a device goes down
     session-dir = "/run/flux/fluxqr"            # session state (default: <rundir>/fluxqr)
+    vendor-job-seconds = 60                     # vendor queue drain, until anchors measure it
+    idle-timeout = 60                           # the vendor's interactive session timeout
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from typing import Any
 
 from fluxqr.errors import FluxqrError
 
-DEFAULTS = {"interval": 60.0, "timeout": None, "failure-threshold": 3}
+DEFAULTS = {"interval": 60.0, "timeout": None, "failure-threshold": 3,
+            "vendor-job-seconds": 60.0, "idle-timeout": 60.0}
 
 
 def settings(config: dict[str, Any], args: tuple[str, ...]) -> dict[str, Any]:
@@ -32,7 +35,8 @@ def settings(config: dict[str, Any], args: tuple[str, ...]) -> dict[str, Any]:
     unknown = set(table) - {"devices", "session-dir", *DEFAULTS}
     if unknown:
         raise FluxqrError(f"unknown fluxqr setting(s): {', '.join(sorted(unknown))}",
-                          fix="use devices, interval, timeout, failure-threshold, session-dir")
+                          fix="use devices, interval, timeout, failure-threshold, session-dir, "
+                              "vendor-job-seconds, idle-timeout")
     if not table.get("devices"):
         raise FluxqrError("no devices file configured",
                           fix="set [fluxqr] devices = \"/path/devices.yaml\" or pass devices=FILE")
@@ -46,6 +50,11 @@ def settings(config: dict[str, Any], args: tuple[str, ...]) -> dict[str, Any]:
             out["timeout"] = float(table["timeout"])
         if "failure-threshold" in table:
             out["failure-threshold"] = int(table["failure-threshold"])
+        for key in ("vendor-job-seconds", "idle-timeout"):
+            if key in table:
+                out[key] = float(table[key])
+                if out[key] <= 0:
+                    raise FluxqrError(f"{key} must be > 0 (got {out[key]:g})")
     except ValueError as exc:
         raise FluxqrError(f"bad fluxqr setting: {exc}") from None
     if out["interval"] <= 0:

@@ -33,6 +33,14 @@ from fluxqr.errors import JobspecError
 
 POLICIES = ("any", "first", "shortest_queue", "best_fidelity")
 SESSION_MODES = ("dedicated", "batch", "none")
+#: When the classical part may start (see :mod:`fluxqr.agent`): ``ready`` holds the job until
+#: the vendor grants the device, ``predicted`` releases it so that the classical start meets
+#: the vendor's predicted grant, ``now`` co-allocates at once (the session opens at start).
+START_MODES = ("ready", "predicted", "now")
+#: Start modes in which the job is submitted held (urgency 0) and released by the agent.
+HELD_STARTS = ("ready", "predicted")
+#: Adapters whose devices sit behind a vendor queue (and so default to ``ready``).
+VENDOR_QUEUED_ADAPTERS = ("qrmi",)
 
 #: Environment variable names that look like secrets; never copied into a jobspec.
 SECRET_ENV = re.compile(
@@ -81,6 +89,7 @@ class QuantumRequest:
     exclusive: bool = False
     session_mode: str = "dedicated"
     session_max_time: float | None = None
+    start: str | None = None
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> QuantumRequest:
@@ -99,6 +108,7 @@ class QuantumRequest:
             exclusive=bool(data.get("exclusive", False)),
             session_mode=session.get("mode", "dedicated"),
             session_max_time=parse_duration(session.get("max_time"), "quantum.session.max_time"),
+            start=data.get("start"),
         )
 
     def validate(self) -> None:
@@ -113,6 +123,9 @@ class QuantumRequest:
         if self.session_mode not in SESSION_MODES:
             raise JobspecError(f"unknown session mode '{self.session_mode}'",
                                fix=f"use one of: {', '.join(SESSION_MODES)}")
+        if self.start is not None and self.start not in START_MODES:
+            raise JobspecError(f"unknown start mode '{self.start}'",
+                               fix=f"use one of: {', '.join(START_MODES)}")
         if self.max_error_2q is not None and not 0 < self.max_error_2q <= 1:
             raise JobspecError(f"max_error_2q must be in (0, 1] (got {self.max_error_2q})")
         if self.device and self.qpus > 1:
@@ -284,6 +297,15 @@ def _fails_live(q: QpuInfo, req: QuantumRequest) -> list[str]:
     return why
 
 
+def default_start(req: QuantumRequest, qpus: Iterable[QpuInfo]) -> str:
+    """The request's start mode, or its default: ``ready`` when any of the devices that may
+    serve it sits behind a vendor queue, else ``now`` (local simulators need no wait)."""
+    if req.start:
+        return req.start
+    vendor = any(q.properties.get("adapter") in VENDOR_QUEUED_ADAPTERS for q in qpus)
+    return "ready" if vendor and req.session_mode != "none" else "now"
+
+
 def _rank_key(req: QuantumRequest, q: QpuInfo) -> tuple:
     inf = math.inf
     if req.policy == "best_fidelity":
@@ -348,9 +370,15 @@ def resolve(req: QuantumRequest, view: ResourceView) -> Resolution:
                for q in qualified}
     # Fluxion can pick among the qualified devices by itself only when they are exactly the
     # devices its type markers select; otherwise pin the best ones.
-    if req.policy == "any" and len(qualified) == len(pool):
+    held = default_start(req, qualified) in HELD_STARTS
+    if req.policy == "any" and len(qualified) == len(pool) and not held:
         return Resolution(None, [q.name for q in qualified], decided, view.source)
-    if req.policy != "any":
+    if req.policy == "any" and held:
+        # The agent opens the vendor session before Fluxion matches, so it must know the
+        # device: pick the shortest vendor queue, as a user asking for "any" would want.
+        ranked = sorted(qualified, key=lambda q: _rank_key(
+            QuantumRequest(policy="shortest_queue"), q))
+    elif req.policy != "any":
         ranked = sorted(qualified, key=lambda q: _rank_key(req, q)) \
             if req.policy != "first" else qualified
     else:
@@ -444,8 +472,29 @@ def apply_quantum(jobspec: dict[str, Any], req: QuantumRequest, view: ResourceVi
                 task["count"] = {"total": nslots}
     res.extend(quantum_resources(req, resolution))
     system = jobspec.setdefault("attributes", {}).setdefault("system", {})
-    system["quantum"] = {"request": req.to_dict(), "resolution": resolution.to_dict()}
+    chosen = [q for q in view.qpus if q.name in (resolution.pinned or resolution.candidates)]
+    request = dict(req.to_dict(), start=default_start(req, chosen))
+    system["quantum"] = {"request": request, "resolution": resolution.to_dict()}
     return resolution
+
+
+def start_mode(jobspec: Mapping[str, Any]) -> str | None:
+    """The start mode recorded in a hybrid jobspec (None for a classical one)."""
+    quantum = ((jobspec.get("attributes") or {}).get("system") or {}).get("quantum")
+    if not isinstance(quantum, Mapping):
+        return None
+    request = quantum.get("request") or {}
+    start = request.get("start") if isinstance(request, Mapping) else None
+    return start if start in START_MODES else "now"
+
+
+def hold(jobspec: dict[str, Any], urgency: int) -> bool:
+    """Prepare a held submission: record the user's ``urgency`` in the quantum record so the
+    agent can restore it. Returns True when the job must be submitted with urgency 0."""
+    if start_mode(jobspec) not in HELD_STARTS:
+        return False
+    jobspec["attributes"]["system"]["quantum"]["urgency"] = int(urgency)
+    return True
 
 
 def translate(request: HybridRequest, view: ResourceView | None,

@@ -101,17 +101,20 @@ class JobSessions:
     duration: float = 0.0
     devices_file: str | None = None
     userid: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # the agent's own state of the job
 
     def to_json(self) -> str:
         return json.dumps({"jobid": self.jobid, "duration": self.duration,
                            "devices_file": self.devices_file, "userid": self.userid,
-                           "records": [r.__dict__ for r in self.records]})
+                           "records": [r.__dict__ for r in self.records],
+                           "extra": self.extra})
 
     @classmethod
     def from_json(cls, text: str) -> JobSessions:
         data = json.loads(text)
         return cls(data["jobid"], [SessionRecord(**r) for r in data["records"]],
-                   data.get("duration", 0.0), data.get("devices_file"), data.get("userid"))
+                   data.get("duration", 0.0), data.get("devices_file"), data.get("userid"),
+                   data.get("extra") or {})
 
 
 class SessionStore:
@@ -146,7 +149,7 @@ class SessionStore:
 # -- opening and closing -------------------------------------------------------------------
 
 
-def _session_device(device: Device, mode: str, max_time: float | None) -> Device:
+def session_device(device: Device, mode: str, max_time: float | None) -> Device:
     """The device with the job's session settings added to its QRMI config."""
     if device.adapter != "qrmi":
         return device
@@ -178,7 +181,7 @@ def open_sessions(jobid: str, devices: list[Device], mode: str, max_time: float 
         if rec.mode == "none":
             continue
         try:
-            rec.token = adapter_for(_session_device(dev, mode, max_time)).acquire()
+            rec.token = adapter_for(session_device(dev, mode, max_time)).acquire()
             rec.acquired = utcnow()
         except FluxqrError as exc:
             rec.error = str(exc)

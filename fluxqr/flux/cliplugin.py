@@ -4,7 +4,7 @@ Installed as a discovery shim in a directory on ``FLUX_CLI_PLUGINPATH`` (or the
 site's ``<confdir>/cli/plugins``), it adds ``--qpu=COUNT``, ``--qubits=N``,
 ``--qpu-vendor``, ``--qpu-device``, ``--qpu-tech``, ``--qpu-max-error``,
 ``--qpu-min-t1``, ``--qpu-max-queue``, ``--qpu-online``, ``--qpu-policy``,
-``--qpu-exclusive`` and ``--qpu-session-mode``/``--qpu-session-time``; they
+``--qpu-exclusive``, ``--qpu-start`` and ``--qpu-session-mode``/``--qpu-session-time``; they
 mean what the same keys under ``quantum:`` mean in a hybrid jobspec YAML.
 
 The plugin imports no vendor SDK, and nothing beyond flux itself unless a
@@ -44,12 +44,22 @@ OPTIONS = {
                                             "choices": ("dedicated", "batch", "none"),
                                             "help": "vendor session mode (dedicated, batch, "
                                                     "none)"}),
+    "--qpu-start": ("start", {"metavar": "WHEN", "choices": ("ready", "predicted", "now"),
+                              "help": "when the nodes start: ready (held until the vendor "
+                                      "grants the QPU; default behind a vendor queue), "
+                                      "predicted (timed to meet the vendor's grant), now"}),
     "--qpu-session-time": ("session_max_time", {"metavar": "FSD",
                                                 "help": "longest the vendor session may stay "
                                                         "open (e.g. 30m)"}),
 }
 
 PROGRAMS = ("submit", "run", "batch", "alloc", "bulksubmit")
+
+
+def _urgency(value: object) -> int:
+    """``flux submit --urgency`` as a number (it also takes default, hold and expedite)."""
+    named = {None: 16, "default": 16, "hold": 0, "expedite": 31}
+    return named[value] if value in named else int(str(value))
 
 
 class QuantumPlugin(CLIPlugin):
@@ -88,6 +98,7 @@ class QuantumPlugin(CLIPlugin):
         from fluxqr.core.jobspec import (
             QuantumRequest,
             apply_quantum,
+            hold,
             parse_duration,
             scrub_environment,
         )
@@ -114,6 +125,11 @@ class QuantumPlugin(CLIPlugin):
                 system["environment"] = scrub_environment(system["environment"],
                                                           instance.credential_names(conf))
             instance.check_feasible(handle, jobspec.jobspec)
+            if hold(jobspec.jobspec, _urgency(getattr(args, "urgency", None))):
+                # The agent takes the vendor side first and releases the job (restoring
+                # this urgency) when the vendor grants the device.
+                instance.check_agent(handle)
+                args.urgency = 0
         except FluxqrError as exc:
             # flux's CLI prints ValueError text as one line and exits non-zero.
             raise ValueError(f"fluxqr: {exc}") from None

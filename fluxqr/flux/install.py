@@ -45,25 +45,44 @@ from fluxqr.agent.module import FluxqrModule  # noqa: E402,F401  (flux module lo
 '''
 
 
-SHELL_PLUGIN = """-- Installed by "fluxqr flux-install": gives a job's tasks their quantum session
--- environment (the QRMI job contract and FLUXQR_* variables). Jobs without QPUs are
--- untouched. The values, tokens included, go only into the tasks' environment.
-local spec = shell.info.jobspec
+SHELL_PLUGIN = """-- Installed by "fluxqr flux-install": QPU environment for hybrid tasks.
+-- A job without attributes.system.quantum (a classical job) returns at once. FLUXQR_*
+-- variables come from the job's R; only when a QPU needs a vendor session does the shell
+-- ask the fluxqr agent (one call, which waits while a 'now' session is opening) for the
+-- QRMI job contract. The values, tokens included, go only into the tasks' environment.
+local info = shell.info
+local spec = info.jobspec
 local system = spec and spec.attributes and spec.attributes.system
-if system and system.quantum then
-    local cmd = string.format ("%q -c %q session env %s 2>&1", {python!r}, {code!r},
-                               tostring (shell.info.jobid))
-    local f = io.popen (cmd)
-    local out = f:read ("*a")
-    f:close ()
-    -- Lua 5.1 cannot see the exit status: the command ends a good answer with a marker.
-    if not out:find ("FLUXQR_SESSION_ENV=ok", 1, true) then
-        shell.die ("fluxqr: no quantum session environment: " .. out)
+if not (system and system.quantum) then return end
+local nodes = info.R and info.R.scheduling and info.R.scheduling.graph
+              and info.R.scheduling.graph.nodes or {{}}
+local names, session = {{}}, false
+for _, n in ipairs (nodes) do
+    local m = n.metadata
+    if m and m.type == "qpu" then
+        local p = m.properties or {{}}
+        local key = "FLUXQR_QPU_" .. string.upper (string.gsub (m.name, "[^%w_]", "_"))
+        table.insert (names, m.name)
+        shell.setenv (key .. "_ADAPTER", p.adapter or "")
+        shell.setenv (key .. "_QUBITS", p.num_qubits or "")
+        shell.setenv (key .. "_SESSION", "none")
+        if p.adapter == "qrmi" then session = true end
     end
-    for line in out:gmatch ("[^\\n]+") do
-        local key, value = line:match ("^([%w_]+)=(.*)$")
-        if key and key ~= "FLUXQR_SESSION_ENV" then shell.setenv (key, value) end
-    end
+end
+shell.setenv ("FLUXQR_QPUS", table.concat (names, ","))
+if not session then return end
+local cmd = string.format ("%q -c %q session env %s 2>&1", {python!r}, {code!r},
+                           tostring (info.jobid))
+local f = io.popen (cmd)
+local out = f:read ("*a")
+f:close ()
+-- Lua 5.1 cannot see the exit status: the command ends a good answer with a marker.
+if not out:find ("FLUXQR_SESSION_ENV=ok", 1, true) then
+    shell.die ("fluxqr: no quantum session environment: " .. out)
+end
+for line in out:gmatch ("[^\\n]+") do
+    local key, value = line:match ("^([%w_]+)=(.*)$")
+    if key and key ~= "FLUXQR_SESSION_ENV" then shell.setenv (key, value) end
 end
 """
 

@@ -151,6 +151,28 @@ def check_validator(handle: Any, conf: dict[str, Any] | None = None) -> None:
                        "request would be rejected", fix=VALIDATOR_FIX)
 
 
+AGENT_FIX = ("ask the admin to load it (flux module load <fluxqr>/modules/fluxqr.py), or "
+             "submit with --qpu-start=now (YAML quantum.start: now)")
+
+
+def check_agent(handle: Any) -> dict[str, Any]:
+    """The agent's status; one line when it is not running (a held job would never start)."""
+    try:
+        status = rpc(handle, "fluxqr.status")
+    except OSError as exc:
+        if exc.errno == errno.ENOSYS:
+            raise JobspecError("this job would be held until the vendor grants its QPU, but "
+                               "the fluxqr agent is not running in this instance",
+                               fix=AGENT_FIX) from None
+        raise JobspecError(f"the fluxqr agent did not answer: {_service_error(exc)}",
+                           fix=AGENT_FIX) from None
+    if status.get("error"):
+        raise JobspecError(f"the fluxqr agent is not working: {status['error']}",
+                           fix="ask the admin to fix the [fluxqr] configuration, or submit "
+                               "with --qpu-start=now")
+    return status
+
+
 def check_feasible(handle: Any, jobspec: dict[str, Any]) -> None:
     """Ask Fluxion's feasibility service whether the request could ever be satisfied."""
     try:

@@ -2,8 +2,8 @@
 
 Used by ``make demo`` and the real-Flux tests, and handy for trying fluxqr on a
 laptop: it writes the instance TOML an admin would (resource graph, validator,
-Fluxion match format and queue policy, session prolog/epilog, ``[fluxqr]``),
-installs fluxqr's Flux files, and runs commands inside the instance.
+Fluxion match format and queue policy, ``[fluxqr]``), installs fluxqr's Flux files,
+loads the fluxqr agent when devices are given, and runs commands inside the instance.
 """
 
 from __future__ import annotations
@@ -37,17 +37,7 @@ VALIDATOR = """
 args = ["--require-version=any"]
 """
 
-SESSIONS = """
-[job-manager]
-plugins = [ {{ load = "perilog.so" }} ]
-
-[job-manager.prolog]
-command = ["{flux}", "qr", "session", "prolog"]
-timeout = "5m"
-
-[job-manager.epilog]
-command = ["{flux}", "qr", "session", "epilog"]
-
+AGENT = """
 [fluxqr]
 devices = "{devices}"
 """
@@ -58,7 +48,8 @@ class LocalInstance:
 
     def __init__(self, workdir: str | os.PathLike, r_path: str | os.PathLike, size: int = 2,
                  hosts: str | None = None, config: str = "", validator: bool = True,
-                 devices: str | os.PathLike | None = None, env: dict[str, str] | None = None):
+                 devices: str | os.PathLike | None = None, env: dict[str, str] | None = None,
+                 agent: bool = True, agent_args: tuple[str, ...] = ()):
         self.flux = fluxenv.flux_command()
         if not self.flux:
             from fluxqr.errors import FluxUnavailableError
@@ -71,6 +62,8 @@ class LocalInstance:
         self.size = size
         self.hosts = hosts
         self.devices = Path(devices) if devices else None
+        self.agent = agent and self.devices is not None
+        self.agent_args = tuple(agent_args)
         self.files = fluxinstall.install(self.workdir / "fluxqr")
         self.env = dict(os.environ)
         self.env.update({"FLUX_EXEC_PATH": str(self.files["command"].parent),
@@ -78,7 +71,7 @@ class LocalInstance:
         self.env.update(env or {})
         text = CONFIG.format(r_path=self.r_path) + (VALIDATOR if validator else "")
         if self.devices:
-            text += SESSIONS.format(flux=self.flux, devices=self.devices)
+            text += AGENT.format(devices=self.devices)
         self.config_text = text + config
         self.uri: str | None = None
         self.proc: subprocess.Popen | None = None
@@ -115,10 +108,19 @@ class LocalInstance:
         while True:  # Fluxion has loaded the graph when find answers
             r = self.run(["flux", "ion-resource", "find", "status=up"])
             if r.returncode == 0:
-                return self
+                break
             if time.monotonic() > deadline:
                 raise RuntimeError(f"Fluxion did not come up: {r.stderr}\n{self.startlog()}")
             time.sleep(0.3)
+        if self.agent:
+            self.load_agent()
+        return self
+
+    def load_agent(self, *args: str) -> None:
+        """Load the fluxqr agent (the broker module) with the instance's ``[fluxqr]``."""
+        r = self.run(["flux", "module", "load", str(self.module), *self.agent_args, *args])
+        if r.returncode != 0:
+            raise RuntimeError(f"loading the fluxqr agent failed: {r.stderr}")
 
     def startlog(self) -> str:
         try:

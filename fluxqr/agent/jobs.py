@@ -1,0 +1,151 @@
+"""Hybrid jobs as the agent follows them, and the decisions it takes for them.
+
+Pure bookkeeping and arithmetic — no Flux, no vendor calls — so each decision can be
+tested on its own:
+
+* :func:`admit` — may the agent open a vendor session for this job now? (the device is
+  up, a session slot is free, and the session would not go idle before Fluxion can start
+  the job);
+* :class:`DrainModel` — how fast a device's queue drains (seconds per queue position,
+  learnt from anchors, or the site's default);
+* :func:`release_due` — should a held job be released now? ``ready``: when the vendor has
+  granted the device; ``predicted``: when the vendor's predicted grant is no further away
+  than Fluxion's predicted start of the job.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+#: Phases of a hybrid job, in order (``waiting`` may repeat before ``opening``).
+PHASES = ("waiting", "opening", "anchored", "granted", "released", "running", "ending", "done")
+
+
+@dataclass
+class HybridJob:
+    """One hybrid job. ``tokens`` are vendor secrets: never in memos, logs or messages."""
+
+    jobid: int
+    userid: int
+    start: str                              # ready, predicted, now
+    devices: list[str]                      # pinned device names (empty: Fluxion picks)
+    urgency: int | None = None              # the user's urgency, restored on release
+    mode: str = "dedicated"
+    max_time: float | None = None
+    duration: float = 0.0
+    phase: str = "waiting"
+    why: str | None = None                  # why it waits / what failed (memo, status)
+    tokens: dict[str, str] = field(default_factory=dict)
+    anchors: dict[str, str] = field(default_factory=dict)
+    queue: dict[str, int | None] = field(default_factory=dict)   # vendor queue at anchoring
+    eta: float | None = None                # predicted seconds until the vendor grants
+    lead: float | None = None               # Fluxion's predicted seconds until the job starts
+    held: bool = False                      # urgency 0 set by fluxqr (CLI, or the agent)
+    by_hand: bool = False                   # a user released the held job themselves
+    times: dict[str, float] = field(default_factory=dict)  # submit, opened, anchored, ...
+
+    @property
+    def held_start(self) -> bool:
+        return self.start in ("ready", "predicted")
+
+    def mark(self, event: str, when: float | None = None) -> None:
+        self.times.setdefault(event, time.time() if when is None else when)
+
+    def memo(self) -> dict[str, Any]:
+        """What ``flux jobs`` may show (``-o '{user.qpu}'``): no tokens."""
+        out: dict[str, Any] = {"start": self.start + (" (released by hand)" if self.by_hand
+                                                      else ""),
+                               "state": self.phase, "device": ",".join(self.devices) or "-"}
+        queues = [q for q in self.queue.values() if q is not None]
+        if queues:
+            out["vendor_queue"] = max(queues)
+        if self.eta is not None and self.phase in ("anchored", "opening"):
+            out["vendor_eta_s"] = round(self.eta, 1)
+        if self.why:
+            out["why"] = self.why
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> HybridJob:
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass
+class DeviceView:
+    """What admission needs to know about a device right now."""
+
+    up: bool
+    slots: int                  # session slots in the graph (sharing.sessions)
+    in_use: int                 # sessions the agent holds on it for other jobs
+    reason: str = ""            # why it is down
+
+
+def admit(job: HybridJob, views: dict[str, DeviceView]) -> str | None:
+    """None when the agent may open the job's sessions now, else why not (one line)."""
+    for name in job.devices:
+        view = views.get(name)
+        if view is None:
+            return f"device {name} is not in the agent's inventory"
+        if not view.up:
+            return f"device {name} is down" + (f" ({view.reason})" if view.reason else "")
+        if view.in_use >= view.slots:
+            return (f"no free session slot on {name} ({view.in_use} of {view.slots} held for "
+                    f"other jobs)")
+    return None
+
+
+class DrainModel:
+    """Seconds per vendor queue position, per device: the site default until anchors have
+    been granted, then a moving average of what the anchors saw."""
+
+    def __init__(self, default: float = 60.0, weight: float = 0.3):
+        self.default = default
+        self.weight = weight
+        self._rate: dict[str, float] = {}
+
+    def per_position(self, device: str) -> float:
+        return self._rate.get(device, self.default)
+
+    def learn(self, device: str, positions: int, seconds: float) -> None:
+        """An anchor queued behind ``positions`` jobs was granted after ``seconds``."""
+        sample = max(0.0, seconds) / max(1, positions + 1)
+        old = self._rate.get(device)
+        self._rate[device] = sample if old is None else (1 - self.weight) * old + \
+            self.weight * sample
+
+    def eta(self, device: str, positions: int | None, waited: float) -> float | None:
+        """Predicted seconds until an anchor queued behind ``positions`` jobs ``waited``
+        seconds ago is granted."""
+        if positions is None:
+            return None
+        return max(0.0, (positions + 1) * self.per_position(device) - waited)
+
+
+def release_due(job: HybridJob, granted: bool, margin: float = 1.0) -> bool:
+    """Whether a held job should be released now.
+
+    ``ready`` waits for the grant. ``predicted`` releases as soon as the vendor's
+    predicted grant (``job.eta``) is no further away than Fluxion's predicted start
+    (``job.lead``) plus a launch margin, so that the nodes start as the vendor grants.
+    """
+    if granted:
+        return True
+    if job.start != "predicted" or job.eta is None:
+        return False
+    return job.eta <= (job.lead or 0.0) + margin
+
+
+def anchor_due(lead: float | None, vendor_wait: float | None, idle_timeout: float) -> bool:
+    """Whether to queue the anchor now, or hold it back so that the session will not go
+    idle (and lapse) before Fluxion can start the job: the anchor is queued once the job's
+    predicted start is no later than the vendor's predicted grant plus half the vendor's
+    interactive idle timeout."""
+    if lead is None or vendor_wait is None:
+        return True
+    return lead <= vendor_wait + idle_timeout / 2

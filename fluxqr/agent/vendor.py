@@ -1,0 +1,173 @@
+"""The vendor side of a hybrid job: open a session, queue an anchor task, watch the grant.
+
+The agent holds a hybrid job while it takes the vendor side. A :class:`VendorSide` is the
+small set of hooks it needs per device kind, each a blocking call the agent runs in a
+worker thread (never in the broker's reactor):
+
+* :meth:`~VendorSide.open` — open a session (QRMI ``acquire()``): it only creates it; the
+  vendor activates it when its first job reaches the head of the device's queue;
+* :meth:`~VendorSide.anchor` — put a minimal task into the session (a 1-qubit, 1-shot
+  sampler job) so the session enters the vendor's queue now, not when the nodes start;
+* :meth:`~VendorSide.poll` — where the anchor is: queued (with the device's queue length)
+  or running/done, which means the vendor has granted the device;
+* :meth:`~VendorSide.cancel` and :meth:`~VendorSide.close` — stop the anchor, close the
+  session (QRMI ``release()`` cancels a session with queued or running jobs, else closes).
+
+Local devices (simulators, QDMI, Braket's local simulator) have no vendor queue:
+:class:`LocalSide` grants at once.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from fluxqr.core.inventory import Device
+from fluxqr.core.sessions import session_device
+from fluxqr.errors import FluxqrError
+
+#: The anchor: one qubit, one shot. OpenQASM 3 text, so building it needs no Qiskit.
+ANCHOR_QASM = ('OPENQASM 3.0; include "stdgates.inc"; bit[1] c; qubit[1] q; '
+               'c[0] = measure q[0];')
+ANCHOR_INPUT = json.dumps({"pubs": [[ANCHOR_QASM]], "shots": 1, "version": 2})
+
+
+@dataclass
+class VendorState:
+    """One look at the vendor side of a job."""
+
+    granted: bool
+    state: str                      # "queued", "running", "done", "failed", "canceled", ...
+    queue: int | None = None        # jobs ahead in the device's queue (all users), if known
+    error: str | None = None
+
+
+class VendorSide:
+    """Hooks for one device's vendor; the defaults describe a device with no vendor queue."""
+
+    queued = False  # True when the device sits behind a vendor queue
+
+    def __init__(self, device: Device):
+        self.device = device
+
+    def open(self, mode: str, max_time: float | None) -> str | None:
+        """Open a session; its token (None when the device has no sessions)."""
+        return None
+
+    def anchor(self, token: str | None) -> str | None:
+        """Queue the anchor task in the session; its id (None: no anchor for this device)."""
+        return None
+
+    def poll(self, token: str | None, anchor: str | None) -> VendorState:
+        return VendorState(True, "granted")
+
+    def queue_length(self) -> int | None:
+        """The device's queue for all users, now (None if unknown)."""
+        return None
+
+    def cancel(self, anchor: str) -> None:
+        """Stop the anchor task (best effort)."""
+
+    def close(self, token: str) -> None:
+        """Close (or cancel) the session."""
+
+
+class LocalSide(VendorSide):
+    """A device without a vendor queue: granted at once, nothing to open."""
+
+
+class QrmiSide(VendorSide):
+    """A QRMI resource (IBM Quantum Compute Service and the other session-based types)."""
+
+    queued = True
+
+    def __init__(self, device: Device):
+        super().__init__(device)
+        self._lock = threading.Lock()  # one qrmi resource object: calls in sequence
+        self._adapter: Any = None
+        self._mode: tuple[str, float | None] | None = None
+
+    def _resource(self, mode: str = "dedicated", max_time: float | None = None) -> Any:
+        from fluxqr.devices import adapter_for
+
+        if self._adapter is None or (self._mode != (mode, max_time)):
+            self._adapter = adapter_for(session_device(self.device, mode, max_time))
+            self._mode = (mode, max_time)
+        return self._adapter
+
+    def _fail(self, action: str, err: Exception) -> FluxqrError:
+        if isinstance(err, FluxqrError):
+            return err
+        return self._resource()._fail(action, err)
+
+    def open(self, mode: str, max_time: float | None) -> str | None:
+        with self._lock:
+            return self._resource(mode, max_time).acquire()
+
+    def _for_session(self, token: str) -> Any:
+        """A qrmi resource bound to session ``token`` (qrmi sends tasks into the session it
+        holds: the one it acquired, or one named by ``QRMI_IBM_QCS_SESSION_ID``)."""
+        from fluxqr.devices import adapter_for
+
+        dev = session_device(self.device, "dedicated", None)
+        config = dict(dev.params.get("config") or {})
+        config["QRMI_IBM_QCS_SESSION_ID"] = token
+        return adapter_for(Device(**{**dev.__dict__,
+                                     "params": {**dev.params, "config": config}}))
+
+    def anchor(self, token: str | None) -> str | None:
+        if token is None:
+            return None
+        import qrmi
+
+        with self._lock:
+            adapter = self._for_session(token)
+            try:
+                payload = qrmi.Payload.QiskitPrimitive(input=ANCHOR_INPUT, program_id="sampler")
+                return str(adapter.resource().task_start(payload))
+            except Exception as err:  # noqa: BLE001 - qrmi raises its own exception types
+                raise self._fail("task_start() of the anchor", err) from None
+
+    def poll(self, token: str | None, anchor: str | None) -> VendorState:
+        queue = self.queue_length()
+        if anchor is None:
+            return VendorState(False, "no anchor", queue)
+        with self._lock:
+            try:
+                status = str(self._resource().resource().task_status(anchor))
+            except Exception as err:  # noqa: BLE001
+                return VendorState(False, "unknown", queue, str(self._fail("task_status()", err)))
+        state = status.rsplit(".", 1)[-1].lower()
+        if state in ("running", "completed"):
+            return VendorState(True, "running" if state == "running" else "done", queue)
+        if state in ("failed", "cancelled", "canceled"):
+            return VendorState(False, "failed" if state == "failed" else "canceled", queue,
+                               f"the anchor task ended {state} before the device was granted")
+        return VendorState(False, "queued", queue)
+
+    def queue_length(self) -> int | None:
+        with self._lock:
+            try:
+                status = self._resource().resource().status().to_dict()
+            except Exception:  # noqa: BLE001 - the queue length is informative only
+                return None
+        value = status.get("pending_job_count")
+        return int(value) if isinstance(value, int) else None
+
+    def cancel(self, anchor: str) -> None:
+        with self._lock:
+            try:
+                self._resource().resource().task_stop(anchor)
+            except Exception as err:  # noqa: BLE001
+                raise self._fail("task_stop() of the anchor", err) from None
+
+    def close(self, token: str) -> None:
+        with self._lock:
+            self._resource().release(token)
+
+
+def side_for(device: Device) -> VendorSide:
+    """The vendor hooks for ``device``."""
+    return QrmiSide(device) if device.adapter == "qrmi" else LocalSide(device)
