@@ -13,6 +13,19 @@ resource (learnt by logging what the real client requests):
     GET    /sessions/{id}                    session details
     PATCH  /sessions/{id}                    release: stop accepting jobs (close)
     DELETE /sessions/{id}/close              release: cancel a session with pending jobs
+    POST   /jobs                             task_start: queue a primitive job (in a session)
+    GET    /jobs/{id}                        task_status: Queued/Running/Completed/Cancelled
+    POST   /jobs/{id}/cancel                 task_stop
+    DELETE /jobs/{id}                        delete (cancels a pending job)
+    GET    /jobs/{id}/results                task_result (a placeholder result: no circuit runs)
+    GET    /jobs/{id}/logs                   task_logs
+
+The device behind it is the discrete-event model of ``vendor_sim.py`` (:attr:`QCSStandIn.sim`):
+a queue shared with simulated other users, IBM session semantics (open -> active when the
+session's first job reaches the head of the queue -> inactive after the interactive TTL ->
+closed), usage billed from activation, in model time (``time_scale`` model seconds per wall
+second). Queue lengths reported by the API are the ``queue_length`` knob (a fixed number of
+phantom jobs, as before) plus the simulated queue.
 
 Calibration is the JSON a qiskit-ibm-runtime fake backend ships (``fake_fez`` by
 default), served under that backend's real name (``ibm_fez``).
@@ -20,18 +33,29 @@ default), served under that backend's real name (``ibm_fez``).
 Test-only endpoints: ``GET/POST /_control`` (read/set knobs as JSON), ``GET /_log``
 (requests seen, and the acquire/release log), ``POST /_reset`` (clear the logs).
 
-Knobs: ``queue_length`` (pending jobs), ``offline`` (backend offline), ``reason``
+Knobs: ``queue_length`` (phantom pending jobs), ``offline`` (backend offline), ``reason``
 (status reason while offline), ``slow`` (seconds to stall every API reply),
 ``garbage`` (malformed JSON replies), ``down`` (HTTP 503 everywhere),
 ``calibration_down`` (HTTP 503 for configuration/properties only), ``refuse_sessions``
 (HTTP 403 for new sessions: an acquire failure), ``apikey``
-(if set, the only API key IAM accepts, and API calls then need a token it issued).
+(if set, the only API key IAM accepts, and API calls then need a token it issued); and the
+simulation's (:data:`vendor_sim.SIM_DEFAULTS`): ``time_scale``, ``arrival_rate``,
+``service_median``, ``service_sigma``, ``initial_queue``, ``seed``, ``interactive_ttl``,
+``max_ttl``, ``task_service`` (model seconds per 100 shots, at least 1 s); changing ``seed``
+or ``initial_queue`` restarts it, as does ``POST /_restart``.
+
+``GET /_log`` returns ``requests``, ``sessions`` (the ``acquire``/``release`` operations, wall
+time), and the simulation's log in model seconds: ``jobs`` (every job with its ``queued``,
+``running``, ``done`` times, ``session_id`` and ``user``), ``sim_sessions`` (each session's
+``activated``, ``activations``, ``timeouts`` (interactive-TTL expiries), ``billed`` seconds),
+``events`` (job-queued, activate, interactive-timeout, session-end, ...) and ``now``.
 
 Point qrmi at it with the variables from :meth:`QCSStandIn.qrmi_config` — as a
 ``QuantumResource.from_config`` dict, or as ``<resource_id>_QRMI_IBM_QCS_*``
 environment variables (:meth:`QCSStandIn.qrmi_env`). Out of process::
 
-    python -m tests.standins.qcs_server --port 8765 --backend fake_fez
+    python -m tests.standins.qcs_server --port 8765 --backend fake_fez \
+        --time-scale 60 --arrival-rate 0.01 --service-median 90 --initial-queue 20
 """
 
 from __future__ import annotations
@@ -51,6 +75,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+try:
+    from .vendor_sim import SIM_DEFAULTS, SimError, VendorSim
+except ImportError:  # imported as ``standins.qcs_server`` with tests/ on sys.path
+    from standins.vendor_sim import SIM_DEFAULTS, SimError, VendorSim  # type: ignore[no-redef]
+
 DEFAULT_CRN = "crn:v1:bluemix:public:quantum-computing:us-east:a/standin::"
 KNOBS: dict[str, Any] = {
     "queue_length": 0,
@@ -62,6 +91,7 @@ KNOBS: dict[str, Any] = {
     "calibration_down": False,
     "apikey": None,
     "refuse_sessions": False,
+    **SIM_DEFAULTS,
 }
 
 
@@ -98,10 +128,13 @@ class QCSStandIn:
         self.crn = crn
         self._lock = threading.Lock()
         self._knobs = dict(KNOBS)
+        self.sim = VendorSim(**{k: v for k, v in {**KNOBS, **knobs}.items()
+                                if k in SIM_DEFAULTS})
+        # model time 0 shown as this wall time in the API's timestamps
+        self._epoch = time.time()
         self.set(**knobs)
         self.requests: list[dict[str, Any]] = []
         self.sessions_log: list[dict[str, Any]] = []
-        self.sessions: dict[str, dict[str, Any]] = {}
         self._ids = itertools.count(1)
         self._tokens: set[str] = set()
         self._stopping = threading.Event()
@@ -143,6 +176,9 @@ class QCSStandIn:
             raise ValueError(f"unknown knob(s) {sorted(unknown)}; known: {sorted(KNOBS)}")
         with self._lock:
             self._knobs.update(knobs)
+            sim = {k: v for k, v in knobs.items() if k in SIM_DEFAULTS}
+            if sim:
+                self.sim.configure(**sim)
             return dict(self._knobs)
 
     def knobs(self) -> dict[str, Any]:
@@ -150,13 +186,25 @@ class QCSStandIn:
             return dict(self._knobs)
 
     def log(self) -> dict[str, Any]:
+        """Requests, acquire/release operations, and the simulation's log (model seconds)."""
         with self._lock:
-            return {"requests": list(self.requests), "sessions": list(self.sessions_log)}
+            return {"requests": list(self.requests), "sessions": list(self.sessions_log),
+                    **self.sim.log()}
 
     def reset(self) -> None:
+        """Clear the logs (the simulated queue and open sessions stay)."""
         with self._lock:
             self.requests.clear()
             self.sessions_log.clear()
+            self.sim.events.clear()
+
+    def restart(self) -> None:
+        """Clear the logs and start a fresh simulation (time 0, seeded queue, no sessions)."""
+        with self._lock:
+            self.requests.clear()
+            self.sessions_log.clear()
+            self.sim = VendorSim(**{k: v for k, v in self._knobs.items() if k in SIM_DEFAULTS})
+            self._epoch = time.time()
 
     def qrmi_config(self) -> dict[str, str]:
         """Non-secret QRMI settings for this server (variable suffix -> value)."""
@@ -175,14 +223,44 @@ class QCSStandIn:
 
     # -- replies ---------------------------------------------------------------------------
 
-    def _pending_jobs(self, count: int, backend: str) -> list[dict[str, Any]]:
+    def _stamp(self, model_t: float | None) -> str | None:
+        if model_t is None:
+            return None
+        # Timestamps are in model time: the server's start plus model seconds.
+        stamp = self._epoch + model_t
+        return (time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(stamp))
+                + f".{int(stamp % 1 * 1000):03d}Z")
+
+    def _phantom_jobs(self, count: int, backend: str) -> list[dict[str, Any]]:
         created = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
         return [{"id": f"standin-job-{i}", "backend": backend, "status": "Queued",
                  "state": {"status": "Queued"}, "program": {"id": "sampler"},
                  "created": created, "cost": 600} for i in range(count)]
 
-    def _session(self, sid: str) -> dict[str, Any]:
-        return self.sessions[sid]
+    def _job_json(self, job: Any) -> dict[str, Any]:
+        rec: dict[str, Any] = {
+            "id": job.id, "backend": self.name, "status": job.state,
+            "state": {"status": job.state}, "program": {"id": job.program},
+            "created": self._stamp(job.queued), "cost": 600, "user_id": job.user,
+            "estimated_running_time_seconds": job.service}
+        if job.session_id is not None:
+            rec["session_id"] = job.session_id
+        if job.done is not None and job.running is not None:
+            rec["usage"] = {"quantum_seconds": job.done - job.running,
+                            "seconds": job.done - job.running}
+        return rec
+
+    def _session_json(self, sess: Any) -> dict[str, Any]:
+        now = self.sim.now
+        active_ttl = sess.max_ttl - (now - sess.activated if sess.activated is not None else 0)
+        billed = sess.billed + (now - sess.active_since if sess.active_since is not None else 0)
+        return {"id": sess.id, "backend_name": sess.backend, "mode": sess.mode,
+                "state": sess.state, "accepting_jobs": sess.accepting_jobs,
+                "max_ttl": int(sess.max_ttl), "active_ttl": max(0, int(active_ttl)),
+                "interactive_ttl": int(sess.interactive_ttl),
+                "started_at": self._stamp(sess.opened),
+                "activated_at": self._stamp(sess.activated),
+                "closed_at": self._stamp(sess.closed), "elapsed_time": billed}
 
     def handle(self, method: str, path: str, query: dict[str, list[str]], body: bytes,
                authorization: str = "") -> tuple[int, Any]:
@@ -205,10 +283,12 @@ class QCSStandIn:
         if knobs["apikey"] is not None and token not in self._tokens:
             return 401, {"errors": [{"code": 1003, "message": "Unauthorized"}]}
         status_name = "offline" if knobs["offline"] else "online"
+        with self._lock:
+            queue_length = int(knobs["queue_length"]) + self.sim.queue_length()
         if method == "GET" and parts == ["backends"]:
             device = {"name": self.name, "is_simulator": False,
                       "qubits": self.configuration.get("n_qubits"),
-                      "queue_length": int(knobs["queue_length"]),
+                      "queue_length": queue_length,
                       "status": {"name": status_name}}
             if knobs["offline"]:
                 device["status"]["reason"] = knobs["reason"]
@@ -226,20 +306,81 @@ class QCSStandIn:
                 return 200, {"state": not knobs["offline"],
                              "status": knobs["reason"] if knobs["offline"] else "active",
                              "message": knobs["reason"] if knobs["offline"] else "",
-                             "length_queue": int(knobs["queue_length"]),
+                             "length_queue": queue_length,
                              "backend_version": self.configuration.get("backend_version")}
         if method == "GET" and parts == ["jobs"]:
             pending = query.get("pending", ["false"])[0] == "true"
             backend = query.get("backend", [self.name])[0]
-            count = 0
-            if pending and "session_id" not in query and backend == self.name:
-                count = int(knobs["queue_length"])
-            jobs = self._pending_jobs(count, backend)
+            sid = query.get("session_id", [None])[0]
+            jobs = []
+            if backend == self.name:
+                with self._lock:
+                    sim_jobs = (self.sim.pending(sid) if pending
+                                else [j for j in self.sim.jobs.values()
+                                      if sid is None or j.session_id == sid])
+                    jobs = [self._job_json(j) for j in sim_jobs]
+                if pending and sid is None:
+                    jobs = self._phantom_jobs(int(knobs["queue_length"]), backend) + jobs
             limit = int(query.get("limit", ["200"])[0])
-            return 200, {"jobs": jobs[:limit], "count": count, "offset": 0, "limit": limit}
+            return 200, {"jobs": jobs[:limit], "count": len(jobs), "offset": 0, "limit": limit}
+        if parts and parts[0] == "jobs":
+            return self._jobs(method, parts, body)
         if parts and parts[0] == "sessions":
             return self._sessions(method, parts, body)
         return 404, {"errors": [{"message": f"no route {method} {path}"}]}
+
+    def _jobs(self, method: str, parts: list[str], body: bytes) -> tuple[int, Any]:
+        if method == "POST" and len(parts) == 1:
+            try:
+                req = json.loads(body or b"{}")
+            except ValueError:
+                return 400, {"errors": [{"message": "request body is not JSON"}]}
+            if req.get("backend") not in (None, self.name):
+                return 400, {"errors": [{"message": f"backend {req.get('backend')} not found"}]}
+            sid = req.get("session_id")
+            with self._lock:
+                if sid is not None and sid not in self.sim.sessions:
+                    return 400, {"errors": [{"message": f"session {sid} not found"}]}
+                try:
+                    job = self.sim.submit(session_id=sid, service=self._service(req),
+                                          program=str(req.get("program_id") or "sampler"))
+                except SimError as err:
+                    return 400, {"errors": [{"message": str(err), "code": 1217}]}
+                rec = {"id": job.id, "backend": self.name}
+                if sid is not None:
+                    rec["session_id"] = sid
+            return 200, rec
+        jid = parts[1] if len(parts) > 1 else ""
+        with self._lock:
+            if jid not in self.sim.jobs:
+                return 404, {"errors": [{"message": f"job {jid} not found", "code": 1291}]}
+            if method == "GET" and len(parts) == 2:
+                return 200, self._job_json(self.sim.job(jid))
+            if (method == "POST" and parts[2:] == ["cancel"]) or \
+                    (method == "DELETE" and len(parts) == 2):
+                self.sim.cancel(jid)
+                return 204, None
+            job = self.sim.job(jid)
+            if method == "GET" and parts[2:] == ["results"]:
+                if job.state != "Completed":
+                    return 400, {"errors": [{"message": f"job {jid} is {job.state}"}]}
+                # No circuit runs: the stand-in simulates the queue, not the device.
+                # qrmi 0.26 reads the body as a JSON *string* holding the result JSON.
+                return 200, json.dumps({"results": [{"data": {}, "metadata": {"standin": True}}],
+                                        "metadata": {"version": 2, "job_id": jid}})
+            if method == "GET" and parts[2:] == ["logs"]:
+                return 200, f"{job.id} {job.state}\n"
+        return 404, {"errors": [{"message": f"no route {method} /{'/'.join(parts)}"}]}
+
+    def _service(self, req: dict[str, Any]) -> float:
+        """Model seconds a job runs: ``task_service`` per 100 shots (at least 1 s), so that
+        a 1-shot anchor is short; ``task_service`` when the job names no shots."""
+        params = req.get("params") or {}
+        shots = params.get("shots") if isinstance(params, dict) else None
+        base = float(self.sim.params["task_service"])
+        if not isinstance(shots, (int, float)) or shots <= 0:
+            return base
+        return max(1.0, base * shots / 100)
 
     def _sessions(self, method: str, parts: list[str], body: bytes) -> tuple[int, Any]:
         now = time.time()
@@ -249,34 +390,29 @@ class QCSStandIn:
                     self.sessions_log.append({"op": "acquire-refused", "time": now})
                 return 403, {"errors": [{"message": "session quota exceeded", "code": 1352}]}
             req = json.loads(body or b"{}")
-            # unguessable, like a real session id: tests look for it in instance dumps
-            sid = f"standin-session-{next(self._ids)}-{secrets.token_hex(6)}"
-            max_ttl = int(req.get("max_ttl") or 28800)
             with self._lock:
-                self.sessions[sid] = {
-                    "id": sid, "backend_name": req.get("backend_name") or req.get("backend"),
-                    "mode": req.get("mode", "dedicated"), "state": "open",
-                    "accepting_jobs": True, "max_ttl": max_ttl, "active_ttl": max_ttl,
-                    "interactive_ttl": 60,
-                    "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
-                }
+                # unguessable, like a real session id: tests look for it in instance dumps
+                sid = f"standin-session-{next(self._ids)}-{secrets.token_hex(6)}"
+                sess = self.sim.open_session(req.get("backend_name") or req.get("backend"),
+                                             mode=req.get("mode", "dedicated"),
+                                             max_ttl=req.get("max_ttl"), sid=sid)
                 self.sessions_log.append({"op": "acquire", "session_id": sid, "time": now,
-                                          "backend": self.sessions[sid]["backend_name"]})
-            return 200, self.sessions[sid]
+                                          "model_time": self.sim.now, "backend": sess.backend})
+                return 200, self._session_json(sess)
         sid = parts[1] if len(parts) > 1 else ""
-        if sid not in self.sessions:
-            return 404, {"errors": [{"message": f"session {sid} not found"}]}
-        if method == "GET" and len(parts) == 2:
-            return 200, self._session(sid)
-        closing = method == "PATCH" and len(parts) == 2
-        if closing or (method == "DELETE" and parts[2:] == ["close"]):
-            how = "close" if method == "PATCH" else "cancel"
-            with self._lock:
-                sess = self.sessions[sid]
-                sess.update(state="closed", accepting_jobs=False)
+        with self._lock:
+            if sid not in self.sim.sessions:
+                return 404, {"errors": [{"message": f"session {sid} not found"}]}
+            if method == "GET" and len(parts) == 2:
+                return 200, self._session_json(self.sim.session(sid))
+            closing = method == "PATCH" and len(parts) == 2
+            if closing or (method == "DELETE" and parts[2:] == ["close"]):
+                how = "close" if method == "PATCH" else "cancel"
+                sess = self.sim.close_session(sid, cancel=not closing)
                 self.sessions_log.append({"op": "release", "session_id": sid, "how": how,
-                                          "time": now, "backend": sess["backend_name"]})
-            return 204, None
+                                          "time": now, "model_time": self.sim.now,
+                                          "backend": sess.backend})
+                return 204, None
         return 404, {"errors": [{"message": f"no route {method} /{'/'.join(parts)}"}]}
 
 
@@ -313,6 +449,9 @@ def _make_handler(server: QCSStandIn) -> type[BaseHTTPRequestHandler]:
                 return self._reply(200, server.log())
             if path == "/_reset" and method == "POST":
                 server.reset()
+                return self._reply(200, {"ok": True})
+            if path == "/_restart" and method == "POST":
+                server.restart()
                 return self._reply(200, {"ok": True})
             return self._reply(404, {"error": f"no control route {method} {path}"})
 
@@ -370,6 +509,9 @@ class QCSControl:
     def reset(self) -> None:
         self._call("POST", "/_reset", {})
 
+    def restart(self) -> None:
+        self._call("POST", "/_restart", {})
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Loopback stand-in for IBM QCS + IAM.")
@@ -381,10 +523,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--offline", action="store_true")
     parser.add_argument("--slow", type=float, default=0.0)
     parser.add_argument("--garbage", action="store_true")
+    for knob, default in SIM_DEFAULTS.items():
+        parser.add_argument("--" + knob.replace("_", "-"), type=type(default), default=default,
+                            help=f"simulation knob (default {default})")
     args = parser.parse_args(argv)
     server = QCSStandIn(args.backend, name=args.name, host=args.host, port=args.port,
                         queue_length=args.queue_length, offline=args.offline, slow=args.slow,
-                        garbage=args.garbage)
+                        garbage=args.garbage,
+                        **{k: getattr(args, k) for k in SIM_DEFAULTS})
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     signal.signal(signal.SIGINT, lambda *_: done.set())
