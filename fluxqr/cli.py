@@ -221,7 +221,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         status = instance.rpc(handle, "fluxqr.status")
     except OSError as exc:
         if exc.errno == 38:  # ENOSYS: nobody answers fluxqr.status
-            raise FluxqrError("the fluxqr refresh module is not loaded in this instance",
+            raise FluxqrError("the fluxqr agent is not loaded in this instance",
                               fix="flux module load <prefix>/modules/fluxqr.py devices=FILE "
                                   "(see fluxqr flux-install)") from None
         raise FluxqrError(f"fluxqr.status failed: {exc.strerror or exc}") from None

@@ -406,11 +406,11 @@ class FluxqrModule(BrokerModule):
         elif job.phase == "granted":
             self._release(job)
 
-    def _open(self, job: HybridJob) -> None:
+    def _open(self, job: HybridJob, devices: list[str] | None = None) -> None:
         job.phase = "opening"
         job.mark("opening")
         self._update_memo(job)
-        devices = list(job.devices)
+        devices = list(job.devices if devices is None else devices)
 
         def opener() -> dict[str, str | None]:
             tokens: dict[str, str | None] = {}
@@ -586,10 +586,13 @@ class FluxqrModule(BrokerModule):
         """At allocation of a job whose sessions are not open yet (``now``)."""
         if self.inventory is None:
             return
+        if (job.jobid, "open") in self._busy:
+            return  # opened while held (then released by hand): its callback answers
         if not job.devices:
             job.devices = self._allocated_devices(job)
-        if any(self._side(d).queued for d in job.devices) and job.mode != "none":
-            self._open(job)
+        missing = [d for d in job.devices if d not in job.tokens]
+        if job.mode != "none" and any(self._side(d).queued for d in missing):
+            self._open(job, missing)
         else:
             job.phase = "running"
             self._answer_env(job)

@@ -348,18 +348,35 @@ def run_forever(refresher: Refresher, interval: float,
 
 
 def format_status(status: dict[str, Any]) -> str:
-    """``flux qr status`` table."""
+    """``flux qr status``: the agent's error if any, the devices, and the hybrid jobs it
+    follows (held ones with their vendor state)."""
     from fluxqr.core.tables import format_rows
 
-    rows = [["device", "adapter", "up", "status", "queue", "2q error", "last ok", "failures",
-             "last error"]]
-    for d in status["devices"]:
-        p = d["properties"]
-        rows.append([d["name"], d["adapter"], "-" if d["path"] is None else
-                     ("up" if d["up"] else "down"), d.get("last_status") or "-",
-                     p.get("queue_depth", "-"), p.get("error_2q", "-"), d["last_ok"] or "-",
-                     str(d["failures"]), (d["last_error"] or "-")[:60]])
-    last = status.get("last_cycle") or {}
-    head = (f"cycles: {status['cycles']}  last cycle: {last.get('seconds', 0):.2f} s, "
-            f"{last.get('rpcs', 0)} RPCs, {len(last.get('errors') or [])} errors")
-    return head + "\n" + format_rows(rows)
+    parts = []
+    if status.get("error"):
+        parts.append(f"agent not configured: {status['error']}")
+    if status.get("devices"):
+        rows = [["device", "adapter", "up", "status", "queue", "2q error", "last ok",
+                 "failures", "last error"]]
+        for d in status["devices"]:
+            p = d["properties"]
+            rows.append([d["name"], d["adapter"], "-" if d["path"] is None else
+                         ("up" if d["up"] else "down"), d.get("last_status") or "-",
+                         p.get("queue_depth", "-"), p.get("error_2q", "-"), d["last_ok"] or "-",
+                         str(d["failures"]), (d["last_error"] or "-")[:60]])
+        last = status.get("last_cycle") or {}
+        parts.append(f"cycles: {status['cycles']}  last cycle: {last.get('seconds', 0):.2f} s, "
+                     f"{last.get('rpcs', 0)} RPCs, {len(last.get('errors') or [])} errors")
+        parts.append(format_rows(rows))
+    jobs = status.get("jobs") or {}
+    if jobs:
+        from flux.job import JobID
+
+        rows = [["job", "start", "state", "device", "vendor queue", "vendor eta", "why"]]
+        for jobid, j in sorted(jobs.items()):
+            rows.append([JobID(int(jobid)).f58, j.get("start", "-"), j.get("state", "-"),
+                         j.get("device", "-"), str(j.get("vendor_queue", "-")),
+                         f"{j['vendor_eta_s']:.0f} s" if "vendor_eta_s" in j else "-",
+                         (j.get("why") or "-")[:70]])
+        parts.append(format_rows(rows))
+    return "\n".join(parts) or "no devices"

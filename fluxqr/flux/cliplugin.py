@@ -54,6 +54,8 @@ OPTIONS = {
 }
 
 PROGRAMS = ("submit", "run", "batch", "alloc", "bulksubmit")
+#: the running command's own options namespace (see QuantumPlugin.preinit)
+_COMMAND: dict[str, object] = {}
 
 
 def _urgency(value: object) -> int:
@@ -81,6 +83,13 @@ class QuantumPlugin(CLIPlugin):
         if self.prog in PROGRAMS:
             for name, (_, kwargs) in OPTIONS.items():
                 self.add_option(name, **kwargs)
+
+    def preinit(self, args) -> None:
+        # flux-core 0.88 hands modify_jobspec() a copy of the options (and builds a second
+        # plugin registry for it); preinit() gets the command's own namespace, whose
+        # urgency `flux submit` reads after the hooks. Kept at module level, which both
+        # registries share.
+        _COMMAND["args"] = args
 
     def _request(self, args):
         values = {}
@@ -129,7 +138,7 @@ class QuantumPlugin(CLIPlugin):
                 # The agent takes the vendor side first and releases the job (restoring
                 # this urgency) when the vendor grants the device.
                 instance.check_agent(handle)
-                args.urgency = 0
+                (_COMMAND.get("args") or args).urgency = 0
         except FluxqrError as exc:
             # flux's CLI prints ValueError text as one line and exits non-zero.
             raise ValueError(f"fluxqr: {exc}") from None

@@ -1,0 +1,305 @@
+"""Real Flux: the quantum agent takes the vendor side first (start modes ``ready`` and
+``predicted``), against the simulated IBM device (the real ``qrmi`` client in the loop)."""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from fluxinst import FluxInstance, build_r, requires_flux
+from standins.qcs_server import QCSStandIn
+
+pytestmark = [requires_flux, pytest.mark.flux]
+
+KEY_VAR = "FLUXQR_TEST_IBM_KEY"
+SECRET = "qcs-apikey-51c0ffee"
+TASK = r"""
+import json, os
+print(json.dumps({k: v for k, v in os.environ.items()
+                  if k.endswith("ACQUISITION_TOKEN") or k.startswith("FLUXQR_QPU")}))
+"""
+
+
+def _devices(path: Path, server: QCSStandIn, slots: int = 2) -> Path:
+    path.write_text(yaml.safe_dump({"version": 1, "devices": [
+        {"name": "ibm_fez", "adapter": "qrmi", "qubits": 156, "vendor": "ibm",
+         "technology": "superconducting", "sharing": {"sessions": slots}, "timeout": 30,
+         "params": {"resource_id": "ibm_fez", "resource_type": "ibm-quantum-compute-service",
+                    "config": server.qrmi_config()},
+         "credentials": {"QRMI_IBM_QCS_IAM_APIKEY": KEY_VAR}}]}))
+    return path
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    work = tmp_path_factory.mktemp("flux-agent")
+    # one model minute = 2 s; the queue starts empty (tests set it)
+    server = QCSStandIn("fake_fez", apikey=SECRET, time_scale=30.0, service_median=20.0,
+                        service_sigma=0.2, interactive_ttl=120.0).start()
+    devices = _devices(work / "devices.yaml", server)
+    (work / "task.py").write_text(TASK)
+    inst = FluxInstance(work, build_r(work / "R.json", cores=4, devices=devices),
+                        hosts="node[0-1]", devices=devices, env={KEY_VAR: SECRET},
+                        agent_args=("interval=1",)).start()
+    yield inst, server, work
+    inst.stop()
+    server.stop()
+
+
+def _ops(server: QCSStandIn, op: str) -> list[dict]:
+    return [e for e in server.log()["sessions"] if e["op"] == op]
+
+
+def _until(predicate, limit: float = 90, what: str = "condition"):
+    """Poll ``predicate`` until it returns something true (the bound is a hang guard)."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _memo(inst: FluxInstance, jobid: str) -> dict:
+    rec = inst.job_info(jobid)
+    return ((rec.get("annotations") or {}).get("user") or {}).get("qpu") or {}
+
+
+def _events(inst: FluxInstance, jobid: str) -> list[dict]:
+    out = inst.run(["flux", "job", "eventlog", "-f", "json", jobid]).stdout
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def _balanced(server: QCSStandIn) -> None:
+    """Every session opened on the vendor is closed exactly once (waits for the agent)."""
+    def done() -> bool:
+        opened = {e["session_id"] for e in _ops(server, "acquire")}
+        closed = [e["session_id"] for e in _ops(server, "release")]
+        return sorted(closed) == sorted(opened)
+    _until(done, what="every session closed once")
+
+
+def test_ready_job_is_held_until_the_vendor_grants_then_runs_with_its_session(env) -> None:
+    inst, server, work = env
+    server.reset()
+    server.set(initial_queue=3, arrival_rate=0.0)  # ~60 model s of other users' work ahead
+    jobid = inst.run(["flux", "submit", "-N1", "--qpu-device=ibm_fez", sys.executable,
+                      str(work / "task.py")]).stdout.strip()
+    events = _events(inst, jobid)
+    assert events[0]["name"] == "submit" and events[0]["context"]["urgency"] == 0
+    _until(lambda: _memo(inst, jobid).get("state") == "anchored", what="anchored")
+    assert "alloc" not in [e["name"] for e in _events(inst, jobid)], "nodes idle on vendor"
+    info = inst.wait_job(jobid)
+    assert info["result"] == "COMPLETED"
+    names = [e["name"] for e in _events(inst, jobid)]
+    # released by the agent (urgency restored to the default) before the nodes were given
+    urgency = [e for e in _events(inst, jobid) if e["name"] == "urgency"]
+    assert urgency and urgency[-1]["context"]["urgency"] == 16
+    assert names.index("urgency") < names.index("alloc")
+    r = inst.job_R(jobid)
+    assert any(n["metadata"]["type"] == "qpu" for n in r["scheduling"]["graph"]["nodes"])
+    out = inst.run(["flux", "job", "attach", jobid], check=False).stdout
+    seen = json.loads(out.splitlines()[-1])
+    session = _ops(server, "acquire")[-1]["session_id"]
+    assert seen["ibm_fez_QRMI_JOB_ACQUISITION_TOKEN"] == session
+    log = server.log()
+    anchor = [j for j in log["jobs"] if j.get("session_id") == session]
+    assert anchor and anchor[0]["running"] is not None, "the anchor ran in the job's session"
+    sess = [s for s in log["sim_sessions"] if s["id"] == session][0]
+    assert sess["activated"] is not None and sess["timeouts"] == 0
+    _balanced(server)
+    server.set(initial_queue=0)
+
+
+def test_cancel_while_held_cancels_the_anchor_and_closes_the_session(env) -> None:
+    inst, server, work = env
+    server.reset()
+    server.set(initial_queue=40)  # a long vendor queue: the anchor stays queued
+    try:
+        jobid = inst.run(["flux", "submit", "-N1", "--qpu-device=ibm_fez", "true"]
+                         ).stdout.strip()
+        _until(lambda: _memo(inst, jobid).get("state") == "anchored", what="anchored")
+        session = _ops(server, "acquire")[-1]["session_id"]
+        inst.run(["flux", "cancel", jobid])
+        inst.wait_job(jobid)
+        _balanced(server)
+        assert _ops(server, "release")[-1]["session_id"] == session
+        anchor = [j for j in server.log()["jobs"] if j.get("session_id") == session]
+        assert anchor and anchor[0]["running"] is None, "the anchor never ran"
+        assert anchor[0]["state"] == "Cancelled"
+        assert "alloc" not in [e["name"] for e in _events(inst, jobid)]
+    finally:
+        server.set(initial_queue=0)
+
+
+def test_cancel_while_the_vendor_is_still_opening_the_session(env) -> None:
+    inst, server, work = env
+    server.reset()
+    server.set(slow=3.0)  # every vendor reply stalls 3 s
+    try:
+        jobid = inst.run(["flux", "submit", "-N1", "--qpu-device=ibm_fez", "true"]
+                         ).stdout.strip()
+        _until(lambda: _memo(inst, jobid).get("state") == "opening", what="opening")
+        inst.run(["flux", "cancel", jobid])
+        inst.wait_job(jobid)
+    finally:
+        server.set(slow=0.0)
+    _until(lambda: _ops(server, "acquire"), what="the stalled open to land")
+    _balanced(server)
+
+
+def test_vendor_refusal_fails_the_job_with_one_line(env) -> None:
+    inst, server, work = env
+    marker = work / "refused-ran"
+    server.set(refuse_sessions=True)
+    try:
+        jobid = inst.run(["flux", "submit", "-N1", "--qpu-device=ibm_fez", "touch",
+                          str(marker)]).stdout.strip()
+        info = inst.wait_job(jobid)
+    finally:
+        server.set(refuse_sessions=False)
+    assert info["result"] != "COMPLETED" and not marker.exists()
+    exc = [e for e in _events(inst, jobid) if e["name"] == "exception"]
+    assert exc and exc[0]["context"]["type"] == "fluxqr"
+    note = exc[0]["context"]["note"]
+    assert "the vendor refused the session" in note and "\n" not in note
+    assert SECRET not in note
+
+
+def test_device_down_while_held_waits_then_runs(env) -> None:
+    inst, server, work = env
+    server.set(offline=True)
+    try:
+        _until(lambda: _down(inst), what="device down")  # the agent refreshes every second
+        jobid = inst.run(["flux", "submit", "-N1", "--qpu-device=ibm_fez", "true"]
+                         ).stdout.strip()
+        _until(lambda: "down" in (_memo(inst, jobid).get("why") or ""), what="why=down")
+        assert _memo(inst, jobid)["state"] == "waiting"
+    finally:
+        server.set(offline=False)
+    assert inst.wait_job(jobid)["result"] == "COMPLETED"
+
+
+def _down(inst: FluxInstance) -> bool:
+    status = json.loads(inst.run(["flux", "qr", "status", "--json"]).stdout)
+    return any(d["name"] == "ibm_fez" and not d["up"] for d in status.get("devices", []))
+
+
+def test_fifty_jobs_random_cancel_timeout_failure_sessions_balanced(env) -> None:
+    inst, server, work = env
+    server.reset()
+    rng = random.Random(11)
+    kinds = (["ok"] * 20 + ["fail"] * 10 + ["cancel"] * 10 + ["timeout"] * 10)
+    rng.shuffle(kinds)
+    jobs = []
+    for kind in kinds:
+        cmd = {"ok": ["true"], "fail": ["false"], "cancel": ["sleep", "60"],
+               "timeout": ["sleep", "60"]}[kind]
+        extra = ["-t", "3s"] if kind == "timeout" else []
+        start = ["--qpu-start=predicted"] if rng.random() < 0.3 else []
+        jobid = inst.run(["flux", "submit", "-n1", "--qpu-device=ibm_fez", *start, *extra,
+                          *cmd]).stdout.strip()
+        jobs.append((kind, jobid))
+    for kind, jobid in jobs:
+        if kind == "cancel":
+            time.sleep(rng.random() * 0.3)  # held, opening, anchored or running
+            inst.run(["flux", "cancel", jobid], check=False)
+    results = {jobid: (kind, inst.wait_job(jobid, timeout=300)) for kind, jobid in jobs}
+    for kind, info in results.values():
+        if kind in ("ok", "fail"):
+            assert info["result"] == ("COMPLETED" if kind == "ok" else "FAILED"), (kind, info)
+    _balanced(server)
+    status = json.loads(inst.run(["flux", "qr", "status", "--json"]).stdout)
+    assert not status["jobs"], status["jobs"]
+    state = Path(inst.run(["flux", "getattr", "rundir"]).stdout.strip()) / "fluxqr"
+    _until(lambda: not list(state.glob("*.json")), what="no session records left")
+
+
+def test_module_reload_readopts_held_jobs(env) -> None:
+    inst, server, work = env
+    server.reset()
+    server.set(initial_queue=6)
+    try:
+        ids = [inst.run(["flux", "submit", "-N1", "--qpu-device=ibm_fez", "true"]
+                        ).stdout.strip() for _ in range(2)]
+        for jobid in ids:
+            _until(lambda j=jobid: _memo(inst, j).get("state") == "anchored", what="anchored")
+        opened = len(_ops(server, "acquire"))
+        inst.run(["flux", "module", "remove", "fluxqr"])
+        inst.load_agent()
+        for jobid in ids:
+            assert inst.wait_job(jobid, timeout=180)["result"] == "COMPLETED"
+        assert len(_ops(server, "acquire")) == opened, "re-adopted, not reopened"
+        _balanced(server)
+    finally:
+        server.set(initial_queue=0)
+
+
+def test_released_by_hand_runs_as_now(env) -> None:
+    inst, server, work = env
+    server.reset()
+    server.set(initial_queue=40)
+    try:
+        jobid = inst.run(["flux", "submit", "-N1", "--qpu-device=ibm_fez", "true"]
+                         ).stdout.strip()
+        _until(lambda: _memo(inst, jobid).get("state") in ("opening", "anchored"),
+               what="held")
+        inst.run(["flux", "job", "urgency", jobid, "16"])
+        info = inst.wait_job(jobid, timeout=120)
+        assert info["result"] == "COMPLETED"
+        assert "released by hand" in _memo(inst, jobid).get("start", "")
+        _balanced(server)
+    finally:
+        server.set(initial_queue=0)
+
+
+def test_held_submission_needs_the_agent(env) -> None:
+    inst, server, work = env
+    inst.run(["flux", "module", "remove", "fluxqr"])
+    try:
+        r = inst.run(["flux", "submit", "-N1", "--qpu-device=ibm_fez", "true"], check=False)
+        assert r.returncode != 0 and not r.stdout.strip()
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and "fluxqr agent is not running" in lines[0], r.stderr
+    finally:
+        inst.load_agent()
+
+
+def test_broken_config_never_stops_the_instance(tmp_path: Path) -> None:
+    """No [fluxqr] table (a flux batch child), or a broken devices file: the instance
+    starts, the agent loads and says why in dmesg and status, classical jobs run, and a
+    fixed configuration is picked up by flux config reload."""
+    with QCSStandIn("fake_fez") as server:
+        good = _devices(tmp_path / "devices.yaml", server)
+        broken = tmp_path / "broken.yaml"
+        broken.write_text("version: 1\ndevices: [ {name: x\n")
+        inst = FluxInstance(tmp_path / "i", build_r(tmp_path / "R.json", devices=good),
+                            hosts="node[0-1]", devices=broken).start()
+        try:
+            status = json.loads(inst.run(["flux", "qr", "status", "--json"]).stdout)
+            assert "broken.yaml" in status["error"]
+            assert "agent not configured" in inst.run(["flux", "dmesg"]).stdout
+            jobid = inst.run(["flux", "submit", "-n1", "true"]).stdout.strip()
+            assert inst.wait_job(jobid)["result"] == "COMPLETED"
+            conf = tmp_path / "i" / "conf" / "instance.toml"
+            conf.write_text(conf.read_text().replace(str(broken), str(good)))
+            inst.run(["flux", "config", "reload"])
+            status = json.loads(inst.run(["flux", "qr", "status", "--json"]).stdout)
+            assert status["error"] is None and status["devices"]
+            # a flux batch child has no [fluxqr]: the agent loads there too, and classical
+            # jobs run
+            out, script = tmp_path / "child.out", tmp_path / "child.sh"
+            script.write_text(f"#!/bin/sh\nflux module load {inst.module} && flux run true && "
+                              "flux qr status --json\n")
+            child = inst.run(["flux", "batch", "-N1", f"--output={out}", str(script)]
+                             ).stdout.strip()
+            assert inst.wait_job(child)["result"] == "COMPLETED"
+            assert "no devices file configured" in out.read_text(), out.read_text()
+        finally:
+            inst.stop()
