@@ -21,14 +21,14 @@ import math
 import os
 import re
 import shlex
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from functools import cache
 from importlib import resources
 from typing import Any
 
 from fluxqr._io import json_path, load_structured
-from fluxqr.core.model import QPU, QUBIT, SESSION, marker_type
+from fluxqr.core.model import MARKERS, QPU, QUBIT, SESSION, marker_type, type_token
 from fluxqr.errors import JobspecError
 
 POLICIES = ("any", "first", "shortest_queue", "best_fidelity")
@@ -81,12 +81,24 @@ class QuantumRequest:
     exclusive: bool = False
     session_mode: str = "dedicated"
     session_max_time: float | None = None
+    #: named devices (``--qpu=ibm_fez,ibm_torino``, YAML ``qpus: [ibm_fez, ibm_torino]``):
+    #: the job gets every one of them, so ``qpus`` is their number
+    devices: list[str] | None = None
+    #: schema-valid keys this class does not model, kept in the recorded request as given
+    extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> QuantumRequest:
+        """From a YAML ``quantum:`` mapping or a recorded request (``session_mode`` keys)."""
         session = data.get("session") or {}
+        qpus = data.get("qpus", 1)
+        devices = data.get("devices")
+        if isinstance(qpus, list | tuple):
+            devices, qpus = list(qpus), len(qpus)
+        elif devices is not None and "qpus" not in data:
+            qpus = len(devices)
         return cls(
-            qpus=int(data.get("qpus", 1)),
+            qpus=int(qpus),
             qubits=int(data.get("qubits", 1)),
             vendor=data.get("vendor"),
             device=data.get("device"),
@@ -97,8 +109,11 @@ class QuantumRequest:
             online=bool(data.get("online", False)),
             policy=data.get("policy", "any"),
             exclusive=bool(data.get("exclusive", False)),
-            session_mode=session.get("mode", "dedicated"),
-            session_max_time=parse_duration(session.get("max_time"), "quantum.session.max_time"),
+            session_mode=data.get("session_mode", session.get("mode", "dedicated")),
+            session_max_time=parse_duration(data.get("session_max_time", session.get("max_time")),
+                                            "quantum.session.max_time"),
+            devices=list(devices) if devices is not None else None,
+            extra={k: copy.deepcopy(v) for k, v in data.items() if k not in _MODELLED},
         )
 
     def validate(self) -> None:
@@ -118,6 +133,20 @@ class QuantumRequest:
         if self.device and self.qpus > 1:
             raise JobspecError(f"device '{self.device}' was named but {self.qpus} QPUs asked for",
                                fix="name no device, or ask for one QPU")
+        if self.devices is not None:
+            if not self.devices or not all(isinstance(d, str) and d for d in self.devices):
+                raise JobspecError(f"QPU names must be non-empty (got {self.devices!r})",
+                                   fix="e.g. --qpu=ibm_fez,ibm_torino or qpus: [ibm_fez]")
+            if len(set(self.devices)) != len(self.devices):
+                raise JobspecError(f"a QPU is named twice in {','.join(self.devices)}",
+                                   fix="name each device once")
+            if self.qpus != len(self.devices):
+                raise JobspecError(f"{self.qpus} QPUs asked for but {len(self.devices)} named "
+                                   f"({','.join(self.devices)})",
+                                   fix="give either a count or the names")
+            if self.device:
+                raise JobspecError(f"both device '{self.device}' and QPU names "
+                                   f"({','.join(self.devices)}) given", fix="give one of them")
 
     @property
     def live(self) -> dict[str, Any]:
@@ -131,7 +160,15 @@ class QuantumRequest:
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        """The request as recorded in ``attributes.system.quantum.request``."""
+        known = {k: v for k, v in asdict(self).items() if v is not None and k != "extra"}
+        return {**copy.deepcopy(self.extra), **known}
+
+
+#: keys QuantumRequest reads (YAML and record forms); others pass through in ``extra``
+_MODELLED = frozenset({"qpus", "qubits", "vendor", "device", "technology", "max_error_2q",
+                       "min_t1_us", "max_queue", "online", "policy", "exclusive", "session",
+                       "session_mode", "session_max_time", "devices"})
 
 
 @dataclass
@@ -152,20 +189,28 @@ class HybridRequest:
     quantum: QuantumRequest | None = None
 
 
-def parse_request(data: Any, where: str = "<jobspec>") -> HybridRequest:
-    """Validate a hybrid jobspec mapping against the schema and build a :class:`HybridRequest`."""
+def _schema_check(sch: dict[str, Any], data: Any, where: str, prefix: str = "") -> None:
+    """Raise the best one-line :class:`JobspecError` for ``data`` against ``sch``."""
     import jsonschema
 
-    if not isinstance(data, dict):
-        raise JobspecError("expected a mapping with 'version: 1' and 'command:'", where=where)
-    validator = jsonschema.Draft202012Validator(schema())
-    errors = list(validator.iter_errors(data))
+    errors = list(jsonschema.Draft202012Validator(sch).iter_errors(data))
     if errors:
         err = jsonschema.exceptions.best_match(errors)
         loc = json_path(err.absolute_path)
+        if prefix:
+            loc = prefix if not err.absolute_path else \
+                prefix + ("" if loc.startswith("[") else ".") + loc
         hint = " (unknown key: remove it or check its spelling)" \
             if err.validator == "additionalProperties" else ""
         raise JobspecError(f"{loc}: {err.message}{hint}", where=where)
+
+
+def parse_request(data: Any, where: str = "<jobspec>") -> HybridRequest:
+    """Validate a hybrid jobspec mapping against the schema and build a :class:`HybridRequest`."""
+
+    if not isinstance(data, dict):
+        raise JobspecError("expected a mapping with 'version: 1' and 'command:'", where=where)
+    _schema_check(schema(), data, where)
     command = data["command"]
     if isinstance(command, str):
         command = shlex.split(command)
@@ -313,14 +358,17 @@ def resolve(req: QuantumRequest, view: ResourceView) -> Resolution:
         want = getattr(req, attr)
         if not want:
             continue
-        match = [q for q in pool if q.properties.get(prop, q.name if prop == "device" else "")
-                 .lower() == want.lower()]
+        # compared as type tokens, as the marker vertices name them ("IBM" == "ibm")
+        match = [q for q in pool if type_token(q.properties.get(
+            prop, q.name if prop == "device" else "")) == type_token(want)]
         if not match:
             known = sorted({q.properties.get(prop, q.name if prop == "device" else "?")
                             for q in qpus})
             raise JobspecError(f"no QPU with {label} '{want}'",
                                fix=f"known {label}s: {', '.join(known)}")
         pool = match
+    if req.devices:
+        return _resolve_named(req, pool, qpus, view.source)
     big_enough = [q for q in pool if q.qubits >= req.qubits]
     if not big_enough:
         largest = max(pool, key=lambda q: q.qubits)
@@ -360,27 +408,73 @@ def resolve(req: QuantumRequest, view: ResourceView) -> Resolution:
                       {n: decided[n] for n in chosen}, view.source)
 
 
+def _resolve_named(req: QuantumRequest, pool: list[QpuInfo], qpus: list[QpuInfo],
+                   source: str) -> Resolution:
+    """Every named device must exist, match the selection, and meet the requirements."""
+    by_name = {q.name.lower(): q for q in qpus}
+    chosen = []
+    for name in req.devices or []:
+        q = by_name.get(name.lower())
+        if q is None:
+            raise JobspecError(f"no QPU named '{name}'",
+                               fix=f"known QPUs: {', '.join(sorted(q.name for q in qpus))}")
+        if q not in pool:
+            raise JobspecError(f"QPU '{q.name}' does not match the vendor/technology asked for",
+                               fix="drop the selection or name other devices")
+        if q.qubits < req.qubits:
+            raise JobspecError(f"QPU '{q.name}' has {q.qubits} qubits, {req.qubits} asked for",
+                               fix="ask for fewer qubits (--qubits / quantum.qubits)")
+        why = _fails_live(q, req)
+        if why:
+            raise JobspecError(f"QPU '{q.name}' misses the requirements: {', '.join(why)}",
+                               fix="relax the requirements or name other devices")
+        chosen.append(q)
+    decided = {q.name: {k: q.properties[k] for k in _DECISION_KEYS if k in q.properties}
+               for q in chosen}
+    names = [q.name for q in chosen]
+    return Resolution(names, names, decided, source)
+
+
 # -- translation ---------------------------------------------------------------------------
 
 
-def _qpu_resource(req: QuantumRequest, device: str | None) -> dict[str, Any]:
+def _qpu_resource(req: QuantumRequest, device: str | None,
+                  info: QpuInfo | None = None) -> dict[str, Any]:
+    """One ``qpu`` entry; with ``info``, every marker of that device (for nested instances)."""
     session: dict[str, Any] = {"type": SESSION, "count": 1, "exclusive": True,
                                "with": [{"type": QUBIT, "count": req.qubits}]}
     children: list[dict[str, Any]] = [session]
-    for kind, value in (("vendor", req.vendor), ("technology", req.technology),
+    vendor, technology = req.vendor, req.technology
+    if info is not None:
+        vendor = info.properties.get("vendor") or vendor
+        technology = info.properties.get("technology") or technology
+    for kind, value in (("vendor", vendor), ("technology", technology),
                         ("device", device or req.device)):
         if value:
-            children.append({"type": marker_type(kind, value), "count": 1})
+            marker: dict[str, Any] = {"type": marker_type(kind, value), "count": 1}
+            if info is not None:
+                # Fluxion leaves non-exclusive leaves out of R, so a nested instance's graph
+                # would lack the marker. Exclusive, it lands in R -- but Fluxion then holds
+                # the whole marker vertex, so other jobs that select this device by marker
+                # wait until the nested instance ends (verified on flux-sched 0.54).
+                marker["exclusive"] = True
+            children.append(marker)
     res: dict[str, Any] = {"type": QPU, "count": 1 if device else req.qpus, "with": children}
     if req.exclusive:
         res["exclusive"] = True
     return res
 
 
-def quantum_resources(req: QuantumRequest, resolution: Resolution) -> list[dict[str, Any]]:
-    """The RFC 14 resource entries for the quantum part."""
+def quantum_resources(req: QuantumRequest, resolution: Resolution,
+                      view: ResourceView | None = None) -> list[dict[str, Any]]:
+    """The RFC 14 resource entries for the quantum part.
+
+    With ``view``, each pinned device is asked for with all its markers, so that they land
+    in the job's R and a nested instance can select by vendor/device/tech in its own graph.
+    """
     if resolution.pinned:
-        return [_qpu_resource(req, name) for name in resolution.pinned]
+        infos = {q.name: q for q in view.qpus} if view else {}
+        return [_qpu_resource(req, name, infos.get(name)) for name in resolution.pinned]
     return [_qpu_resource(req, None)]
 
 
@@ -422,14 +516,25 @@ def scrub_environment(env: Mapping[str, str], extra_secret_names: Iterable[str] 
     return {k: v for k, v in env.items() if k not in extra and not SECRET_ENV.search(k)}
 
 
-def apply_quantum(jobspec: dict[str, Any], req: QuantumRequest, view: ResourceView) -> Resolution:
+def apply_quantum(jobspec: dict[str, Any], req: QuantumRequest, view: ResourceView,
+                  nested: bool = False) -> Resolution:
     """Add the quantum request to an existing canonical jobspec, in place.
 
-    Used by the translator and by the ``flux submit`` plugin: a top-level slot (what
+    Used by the translator and by :func:`prepare`: a top-level slot (what
     ``flux submit -n N`` makes) is wrapped in a node request, the QPU entries are
-    appended, and ``attributes.system.quantum`` records the request and the decision.
+    appended, and ``attributes.system.quantum`` records the request and the decision
+    (other keys of that record, e.g. ``urgency``, are kept).
+
+    ``nested``: the job is a Flux instance (``flux batch/alloc``). Its devices are pinned
+    (the policy's first choice) and asked for with every marker, so the child's graph can
+    select by vendor, device and technology.
     """
     resolution = resolve(req, view)
+    if nested and resolution.pinned is None:
+        chosen = resolution.candidates[:req.qpus]
+        resolution = Resolution(chosen, resolution.candidates,
+                                {n: resolution.decided_by.get(n, {}) for n in chosen},
+                                resolution.source)
     res = jobspec["resources"]
     if len(res) == 1 and res[0].get("type") == "slot":
         slot = res[0]
@@ -442,9 +547,11 @@ def apply_quantum(jobspec: dict[str, Any], req: QuantumRequest, view: ResourceVi
         for task in jobspec.get("tasks", []):
             if task.get("count") == {"per_slot": 1} and nslots % nnodes:
                 task["count"] = {"total": nslots}
-    res.extend(quantum_resources(req, resolution))
+    res.extend(quantum_resources(req, resolution, view if nested else None))
     system = jobspec.setdefault("attributes", {}).setdefault("system", {})
-    system["quantum"] = {"request": req.to_dict(), "resolution": resolution.to_dict()}
+    record = system.get("quantum") if isinstance(system.get("quantum"), dict) else {}
+    system["quantum"] = {**record, "request": req.to_dict(),
+                         "resolution": resolution.to_dict()}
     return resolution
 
 
@@ -487,3 +594,191 @@ def translate(request: HybridRequest, view: ResourceView | None,
 def quantum_of(jobspec: Mapping[str, Any]) -> dict[str, Any] | None:
     """The ``attributes.system.quantum`` record of a jobspec, if any."""
     return copy.deepcopy(((jobspec.get("attributes") or {}).get("system") or {}).get("quantum"))
+
+
+# -- submitted jobspecs: the one path every submission takes (the ingest frobnicator) ------
+
+#: keys of ``attributes.system.quantum`` that are the record, not the request
+RECORD_KEYS = ("request", "resolution", "urgency")
+ATTR = "attributes.system.quantum"
+
+
+@cache
+def _request_schema() -> dict[str, Any]:
+    return {"$defs": schema()["$defs"], "$ref": "#/$defs/quantum"}
+
+
+def request_record(values: Mapping[str, Any], where: str = ATTR) -> dict[str, Any]:
+    """A quantum request checked and put in the recorded form (``...quantum.request``).
+
+    ``values`` may use the YAML keys (``session: {mode: ...}``, ``qpus: [names]``) or the
+    recorded ones (``session_mode``, ``devices``). This is all a client (the CLI plugin,
+    the Python API) needs to do; the instance's frobnicator does the rest.
+    """
+    yaml_form = dict(values)
+    session = dict(yaml_form.pop("session", None) or {})
+    for key, sub in (("session_mode", "mode"), ("session_max_time", "max_time")):
+        if key in yaml_form:
+            session[sub] = yaml_form.pop(key)
+    if session:
+        yaml_form["session"] = session
+    _schema_check(_request_schema(), yaml_form, where)
+    try:
+        req = QuantumRequest.from_mapping(yaml_form)
+        req.validate()
+    except JobspecError as exc:
+        raise JobspecError(str(exc), where=where) from None
+    return req.to_dict()
+
+
+def _marker_value(rtype: str) -> tuple[str, str] | None:
+    """``vendor.ibm`` -> ("vendor", "ibm"); None for other types."""
+    prefix, dot, value = rtype.partition(".")
+    kinds = {v: k for k, v in MARKERS.items()}
+    return (kinds[prefix], value) if dot and prefix in kinds and value else None
+
+
+def _bad_shape(msg: str) -> JobspecError:
+    return JobspecError(f"resources: {msg}",
+                        fix="write qpu -> qubit: N (optionally with vendor.X, device.X, tech.X "
+                            "children), or use attributes.system.quantum instead")
+
+
+def _count(entry: Mapping[str, Any], what: str) -> int:
+    count = entry.get("count", 1)
+    if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+        raise _bad_shape(f"{what} count must be a positive integer (got {count!r})")
+    return count
+
+
+def _read_qpu_entry(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """What one hand-written ``qpu`` resource entry asks for, as request keys."""
+    out: dict[str, Any] = {"qpus": _count(entry, "qpu")}
+    if entry.get("exclusive"):
+        out["exclusive"] = True
+    children = list(entry.get("with") or [])
+    while children:
+        child = children.pop(0)
+        if not isinstance(child, Mapping):
+            raise _bad_shape("a qpu child must be a mapping")
+        ctype = child.get("type")
+        marker = _marker_value(str(ctype))
+        if ctype == QUBIT:
+            out["qubits"] = _count(child, "qubit")
+        elif ctype == SESSION:
+            if _count(child, "session") != 1:
+                raise _bad_shape("a job holds one session per QPU (session count must be 1)")
+            children.extend(child.get("with") or [])
+        elif marker:
+            kind, value = marker
+            if kind in out and out[kind] != value:
+                raise _bad_shape(f"two {kind} markers under one qpu ({out[kind]}, {value})")
+            out[kind] = value
+        else:
+            raise _bad_shape(f"unknown resource type '{ctype}' under qpu")
+    return out
+
+
+def _request_from_resources(entries: list[Mapping[str, Any]]) -> dict[str, Any]:
+    """Combine the hand-written ``qpu`` entries into one request."""
+    reads = [_read_qpu_entry(e) for e in entries]
+    if len(reads) == 1:
+        req = reads[0]
+        if "device" in req and req["qpus"] > 1:
+            raise _bad_shape(f"{req['qpus']} QPUs of device '{req['device']}' asked for")
+        return req
+    if not all("device" in r and r["qpus"] == 1 for r in reads):
+        raise _bad_shape("several qpu entries must each name one device (device.NAME marker)")
+    out: dict[str, Any] = {"devices": [r["device"] for r in reads], "qpus": len(reads)}
+    for key in ("qubits", "vendor", "technology", "exclusive"):
+        values = {r[key] for r in reads if key in r}
+        if len(values) > 1:
+            raise _bad_shape(f"the qpu entries disagree on {key} ({', '.join(map(str, values))})")
+        if values:
+            out[key] = values.pop()
+    return out
+
+
+def _is_canonical(entries: list[Mapping[str, Any]]) -> bool:
+    return all(any(c.get("type") == SESSION and any(q.get("type") == QUBIT
+                                                    for q in c.get("with") or [])
+                   for c in e.get("with") or []) for e in entries)
+
+
+def _nested_qpus(res: Iterable[Any], depth: int = 0) -> bool:
+    for entry in res:
+        if isinstance(entry, Mapping):
+            if depth and entry.get("type") == QPU:
+                return True
+            if _nested_qpus(entry.get("with") or [], depth + 1):
+                return True
+    return False
+
+
+def is_nested_instance(jobspec: Mapping[str, Any]) -> bool:
+    """True for ``flux batch``/``flux alloc`` jobs: their one task is a Flux broker."""
+    tasks = jobspec.get("tasks") or []
+    cmd = tasks[0].get("command") if tasks and isinstance(tasks[0], Mapping) else None
+    return isinstance(cmd, list) and len(cmd) >= 2 and \
+        os.path.basename(str(cmd[0])) == "flux" and cmd[1] == "broker"
+
+
+def prepare(jobspec: dict[str, Any], view: Callable[[bool], ResourceView],
+            secret_names: Iterable[str] = ()) -> Resolution | None:
+    """Make a submitted jobspec's quantum part canonical, in place; None for classical jobs.
+
+    The one path every hybrid submission takes (the instance's ingest frobnicator):
+
+    - a request in ``attributes.system.quantum`` — recorded (``{"request": {...}}``, what the
+      CLI plugin and the Python API set) or short (``--setattr=system.quantum.qubits=20``) —
+      is checked, resolved against ``view(need_cores)`` and turned into resources;
+    - hand-written ``qpu`` / ``qpu -> qubit`` / ``qpu -> session -> qubit`` entries are read
+      back into a request (merged with the attribute's) and rebuilt the canonical way;
+    - a jobspec that is already canonical and resolved (``fluxqr jobspec``, ``flux qr
+      submit``) is checked and kept.
+
+    A classical jobspec (no quantum attribute, no ``qpu`` resource) costs two lookups.
+    """
+    system = (jobspec.get("attributes") or {}).get("system") or {}
+    attr = system.get("quantum")
+    res = jobspec.get("resources") or []
+    entries = [e for e in res if isinstance(e, Mapping) and e.get("type") == QPU]
+    if attr is None and not entries:
+        if _nested_qpus(res):
+            raise _bad_shape("qpu must be a top-level resource, beside node or slot")
+        return None
+    if attr is not None and not isinstance(attr, Mapping):
+        raise JobspecError(f"{ATTR} must be a mapping (got {json.dumps(attr)})",
+                           fix="e.g. --setattr=system.quantum.qubits=20")
+    attr = dict(attr or {})
+    if _nested_qpus(res):
+        raise _bad_shape("qpu must be a top-level resource, beside node or slot")
+    short = {k: attr.pop(k) for k in list(attr) if k not in RECORD_KEYS}
+    recorded = attr.get("request") or {}
+    if not isinstance(recorded, Mapping):
+        raise JobspecError(f"{ATTR}.request must be a mapping")
+    values = {**recorded, **short}
+    canonical = bool(entries) and "resolution" in attr and _is_canonical(entries)
+    if entries and not canonical:
+        for key, value in _request_from_resources(entries).items():
+            values.setdefault(key, value)
+    record = request_record(values, ATTR)
+    req = QuantumRequest.from_mapping(record)
+    system = jobspec.setdefault("attributes", {}).setdefault("system", {})
+    quantum = system["quantum"] = {**attr, "request": record}
+    if canonical:
+        resolution = attr["resolution"]
+        result = Resolution(resolution.get("pinned"), resolution.get("candidates") or [],
+                            resolution.get("decided_by") or {}, resolution.get("source", ""))
+    else:
+        quantum.pop("resolution", None)
+        jobspec["resources"] = [e for e in res if e not in entries]
+        if not jobspec["resources"]:
+            raise JobspecError("a hybrid job needs classical resources too (a node or slot)",
+                               fix="e.g. flux submit -n1 ... or resources: [node, qpu]")
+        cores = jobspec["resources"][0].get("type") == "slot"
+        result = apply_quantum(jobspec, req, view(cores),
+                               nested=is_nested_instance(jobspec))
+    if "environment" in system:
+        system["environment"] = scrub_environment(system["environment"], secret_names)
+    return result
