@@ -699,7 +699,8 @@ def _request_from_resources(entries: list[Mapping[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _is_canonical(entries: list[Mapping[str, Any]]) -> bool:
+def is_canonical(entries: list[Mapping[str, Any]]) -> bool:
+    """True when every ``qpu`` entry holds a ``session -> qubit`` (the graph's shape)."""
     return all(any(c.get("type") == SESSION and any(q.get("type") == QUBIT
                                                     for q in c.get("with") or [])
                    for c in e.get("with") or []) for e in entries)
@@ -758,7 +759,7 @@ def prepare(jobspec: dict[str, Any], view: Callable[[bool], ResourceView],
     if not isinstance(recorded, Mapping):
         raise JobspecError(f"{ATTR}.request must be a mapping")
     values = {**recorded, **short}
-    canonical = bool(entries) and "resolution" in attr and _is_canonical(entries)
+    canonical = bool(entries) and "resolution" in attr and is_canonical(entries)
     if entries and not canonical:
         for key, value in _request_from_resources(entries).items():
             values.setdefault(key, value)
