@@ -159,8 +159,9 @@ def check_validator(handle: Any, conf: dict[str, Any] | None = None) -> None:
     if not validator.get("disable") and not _has_shim(validator, VALIDATOR_SHIM):
         missing.append("validator")
     if missing:
+        plural = "s" if len(missing) > 1 else ""
         raise JobspecError(f"this instance lacks fluxqr's ingest {' and '.join(missing)} "
-                           "plugin, so it cannot take QPU requests", fix=INGEST_FIX)
+                           f"plugin{plural}, so it cannot take QPU requests", fix=INGEST_FIX)
 
 
 def check_feasible(handle: Any, jobspec: dict[str, Any]) -> None:
