@@ -132,12 +132,20 @@ def _one_line() -> Iterator[None]:
 def set_request(jobspec: Any, values: dict[str, Any]) -> None:
     """Check the request here (no round trip for a typo), then record it for the instance."""
     # Imported here so classical submissions never pay for it.
-    from fluxqr.core.jobspec import request_record
+    from fluxqr.core.jobspec import request_record, scrub_environment
     from fluxqr.flux import instance
 
     record = request_record(values, "--qpu options")
-    instance.check_validator(instance.connect())
+    handle = instance.connect()
+    conf = instance.config(handle)
+    instance.check_validator(handle, conf)
     jobspec.setattr("system.quantum.request", record)
+    # Secrets never go into a jobspec. The frobnicator scrubs too, but job-ingest may keep
+    # the environment apart from what it hands the plugins, so do it here as well.
+    system = jobspec.jobspec["attributes"]["system"]
+    if "environment" in system:
+        system["environment"] = scrub_environment(system["environment"],
+                                                  instance.credential_names(conf))
 
 
 def _child_conf(args: Any) -> None:

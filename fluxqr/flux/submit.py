@@ -66,7 +66,13 @@ def submit(jobspec: Any, handle: Any = None, **kwargs: Any) -> Any:
     handle = handle if handle is not None else instance.connect()
     system = (jobspec.jobspec.get("attributes") or {}).get("system") or {}
     if "quantum" in system:
-        instance.check_validator(handle)
+        conf = instance.config(handle)
+        instance.check_validator(handle, conf)
+        if "environment" in system:  # secrets never go into a jobspec
+            from fluxqr.core.jobspec import scrub_environment
+
+            system["environment"] = scrub_environment(system["environment"],
+                                                      instance.credential_names(conf))
     try:
         return flux.job.JobID(flux.job.submit(handle, jobspec, **kwargs))
     except OSError as exc:
