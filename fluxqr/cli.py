@@ -270,6 +270,9 @@ def cmd_flux_install(args: argparse.Namespace) -> int:
     print(f"  flux module load {files['module']} [devices=FILE] [interval=SECONDS]")
     print(f"  flux start -Sconf.shell_initrc={files['shell_initrc']} ...  (or copy "
           f"{files['shell_plugin']} into the system shell lua.d)")
+    print("\nand add to the instance's TOML configuration (the job-ingest plugins that turn "
+          "every submission's quantum request into QPU resources):\n")
+    print(fluxinstall.ingest_config(files))
     return 0
 
 
@@ -357,10 +360,11 @@ def build_parser(prog: str = "fluxqr") -> argparse.ArgumentParser:
     se.add_argument("jobid", nargs="?", help="job id (default: $FLUX_JOB_ID)")
     se.set_defaults(func=cmd_session)
     fi = sub.add_parser("flux-install", help="write the files through which Flux finds "
-                        "fluxqr (flux qr command, submit plugin, broker module, job shell "
-                        "plugin)")
+                        "fluxqr (flux qr command, submit plugin, broker module, job-ingest "
+                        "plugins, job shell plugin)")
     fi.add_argument("--prefix", required=True, metavar="DIR",
-                    help="directory to write cmd/, cli/plugins/, modules/ and shell/ into")
+                    help="directory to write cmd/, cli/plugins/, modules/, ingest/ and shell/ "
+                         "into")
     fi.set_defaults(func=cmd_flux_install)
     return parser
 

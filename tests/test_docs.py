@@ -381,8 +381,14 @@ def test_documented_instance_config_is_the_tested_one(instance) -> None:
     """docs/examples/instance.toml says what the test instances are really configured with."""
     doc = tomllib.loads((EXAMPLES / "instance.toml").read_text())
     real = tomllib.loads((instance.workdir / "conf" / "instance.toml").read_text())
-    for table in ("ingest", "sched-fluxion-resource", "sched-fluxion-qmanager"):
+    for table in ("sched-fluxion-resource", "sched-fluxion-qmanager"):
         assert doc[table] == real[table], table
+
+    def plugins(conf: dict) -> dict:  # the shims' directory is the admin's flux-install prefix
+        return {stage: [p.rsplit("/", 1)[-1] for p in t["plugins"]]
+                for stage, t in conf["ingest"].items()}
+    assert plugins(doc) == plugins(real)
+    assert set(doc["ingest"]) == set(real["ingest"]) == {"frobnicator", "validator"}
     assert doc["resource"]["noverify"] == real["resource"]["noverify"]
     shown = dict(_sources("toml"))
     sessions = [tomllib.loads(t) for t in shown.values() if "job-manager" in t]

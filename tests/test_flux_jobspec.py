@@ -160,8 +160,8 @@ def test_instance_without_qpus_and_without_validator(tmp_path: Path) -> None:
     with FluxInstance(tmp_path / "b", build_r(tmp_path / "q.json", devices=DEVICES),
                       hosts="node[0-1]", env=env, validator=False) as strict:
         r = strict.run(["flux", "qr", "submit", str(job)], check=False)
-        assert r.returncode == 2 and "--require-version=any" in r.stderr, r.stderr
+        assert r.returncode == 2 and "[ingest.frobnicator] plugins" in r.stderr, r.stderr
         assert len(r.stderr.strip().splitlines()) == 1
         r = strict.run(["flux", "submit", "-n1", "--qpu=1", "true"], check=False)
-        assert r.returncode != 0 and "--require-version=any" in r.stderr, r.stderr
+        assert r.returncode != 0 and "[ingest.frobnicator] plugins" in r.stderr, r.stderr
         assert strict.run(["flux", "jobs", "-a", "-no", "{id}"]).stdout.strip() == ""

@@ -297,7 +297,12 @@ class FluxqrModule(BrokerModule):
         job.mark("submit", event.timestamp)
         job.held = job.held_start and ctx.get("urgency") == 0 and job.urgency is not None
         self.jobs[job.jobid] = job
-        if job.held_start and not job.devices:
+        if not job.held_start and ctx.get("urgency") == 0 and job.urgency:
+            # Held by a client that expected a vendor queue; the instance decided `now`.
+            job.held = True
+            if self._replayed:
+                self._release(job)
+        elif job.held_start and not job.devices:
             job.start, job.why = "now", "no device pinned at submit: started as 'now'"
         elif job.held_start and not job.held:
             job.urgency = int(ctx.get("urgency", 16))
@@ -359,6 +364,8 @@ class FluxqrModule(BrokerModule):
                 self._begin(job)
             elif job.held_start and not job.held and job.phase == "waiting":
                 self._hold_unheld(job)
+            elif not job.held_start and job.held and job.phase == "waiting":
+                self._release(job)
             self._update_memo(job)
         held = [j for j in self.jobs.values() if j.held and j.phase not in ("ending", "done")]
         if held:

@@ -28,7 +28,7 @@ from importlib import resources
 from typing import Any
 
 from fluxqr._io import json_path, load_structured
-from fluxqr.core.model import QPU, QUBIT, SESSION, marker_type
+from fluxqr.core.model import QPU, QUBIT, SESSION, marker_type, type_token
 from fluxqr.errors import JobspecError
 
 POLICIES = ("any", "first", "shortest_queue", "best_fidelity")
@@ -90,12 +90,24 @@ class QuantumRequest:
     session_mode: str = "dedicated"
     session_max_time: float | None = None
     start: str | None = None
+    #: named devices (``--qpu=ibm_fez,ibm_torino``, YAML ``qpus: [ibm_fez, ibm_torino]``):
+    #: the job gets every one of them, so ``qpus`` is their number
+    devices: list[str] | None = None
+    #: schema-valid keys this class does not model, kept in the recorded request as given
+    extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> QuantumRequest:
+        """From a YAML ``quantum:`` mapping or a recorded request (``session_mode`` keys)."""
         session = data.get("session") or {}
+        qpus = data.get("qpus", 1)
+        devices = data.get("devices")
+        if isinstance(qpus, list | tuple):
+            devices, qpus = list(qpus), len(qpus)
+        elif devices is not None and "qpus" not in data:
+            qpus = len(devices)
         return cls(
-            qpus=int(data.get("qpus", 1)),
+            qpus=int(qpus),
             qubits=int(data.get("qubits", 1)),
             vendor=data.get("vendor"),
             device=data.get("device"),
@@ -106,9 +118,12 @@ class QuantumRequest:
             online=bool(data.get("online", False)),
             policy=data.get("policy", "any"),
             exclusive=bool(data.get("exclusive", False)),
-            session_mode=session.get("mode", "dedicated"),
-            session_max_time=parse_duration(session.get("max_time"), "quantum.session.max_time"),
+            session_mode=data.get("session_mode", session.get("mode", "dedicated")),
+            session_max_time=parse_duration(data.get("session_max_time", session.get("max_time")),
+                                            "quantum.session.max_time"),
             start=data.get("start"),
+            devices=list(devices) if devices is not None else None,
+            extra={k: copy.deepcopy(v) for k, v in data.items() if k not in _MODELLED},
         )
 
     def validate(self) -> None:
@@ -131,6 +146,20 @@ class QuantumRequest:
         if self.device and self.qpus > 1:
             raise JobspecError(f"device '{self.device}' was named but {self.qpus} QPUs asked for",
                                fix="name no device, or ask for one QPU")
+        if self.devices is not None:
+            if not self.devices or not all(isinstance(d, str) and d for d in self.devices):
+                raise JobspecError(f"QPU names must be non-empty (got {self.devices!r})",
+                                   fix="e.g. --qpu=ibm_fez,ibm_torino or qpus: [ibm_fez]")
+            if len(set(self.devices)) != len(self.devices):
+                raise JobspecError(f"a QPU is named twice in {','.join(self.devices)}",
+                                   fix="name each device once")
+            if self.qpus != len(self.devices):
+                raise JobspecError(f"{self.qpus} QPUs asked for but {len(self.devices)} named "
+                                   f"({','.join(self.devices)})",
+                                   fix="give either a count or the names")
+            if self.device:
+                raise JobspecError(f"both device '{self.device}' and QPU names "
+                                   f"({','.join(self.devices)}) given", fix="give one of them")
 
     @property
     def live(self) -> dict[str, Any]:
@@ -144,7 +173,15 @@ class QuantumRequest:
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        """The request as recorded in ``attributes.system.quantum.request``."""
+        known = {k: v for k, v in asdict(self).items() if v is not None and k != "extra"}
+        return {**copy.deepcopy(self.extra), **known}
+
+
+#: keys QuantumRequest reads (YAML and record forms); others pass through in ``extra``
+_MODELLED = frozenset({"qpus", "qubits", "vendor", "device", "technology", "max_error_2q",
+                       "min_t1_us", "max_queue", "online", "policy", "exclusive", "session",
+                       "session_mode", "session_max_time", "devices", "start"})
 
 
 @dataclass
@@ -165,20 +202,28 @@ class HybridRequest:
     quantum: QuantumRequest | None = None
 
 
-def parse_request(data: Any, where: str = "<jobspec>") -> HybridRequest:
-    """Validate a hybrid jobspec mapping against the schema and build a :class:`HybridRequest`."""
+def _schema_check(sch: dict[str, Any], data: Any, where: str, prefix: str = "") -> None:
+    """Raise the best one-line :class:`JobspecError` for ``data`` against ``sch``."""
     import jsonschema
 
-    if not isinstance(data, dict):
-        raise JobspecError("expected a mapping with 'version: 1' and 'command:'", where=where)
-    validator = jsonschema.Draft202012Validator(schema())
-    errors = list(validator.iter_errors(data))
+    errors = list(jsonschema.Draft202012Validator(sch).iter_errors(data))
     if errors:
         err = jsonschema.exceptions.best_match(errors)
         loc = json_path(err.absolute_path)
+        if prefix:
+            loc = prefix if not err.absolute_path else \
+                prefix + ("" if loc.startswith("[") else ".") + loc
         hint = " (unknown key: remove it or check its spelling)" \
             if err.validator == "additionalProperties" else ""
         raise JobspecError(f"{loc}: {err.message}{hint}", where=where)
+
+
+def parse_request(data: Any, where: str = "<jobspec>") -> HybridRequest:
+    """Validate a hybrid jobspec mapping against the schema and build a :class:`HybridRequest`."""
+
+    if not isinstance(data, dict):
+        raise JobspecError("expected a mapping with 'version: 1' and 'command:'", where=where)
+    _schema_check(schema(), data, where)
     command = data["command"]
     if isinstance(command, str):
         command = shlex.split(command)
@@ -335,14 +380,17 @@ def resolve(req: QuantumRequest, view: ResourceView) -> Resolution:
         want = getattr(req, attr)
         if not want:
             continue
-        match = [q for q in pool if q.properties.get(prop, q.name if prop == "device" else "")
-                 .lower() == want.lower()]
+        # compared as type tokens, as the marker vertices name them ("IBM" == "ibm")
+        match = [q for q in pool if type_token(q.properties.get(
+            prop, q.name if prop == "device" else "")) == type_token(want)]
         if not match:
             known = sorted({q.properties.get(prop, q.name if prop == "device" else "?")
                             for q in qpus})
             raise JobspecError(f"no QPU with {label} '{want}'",
                                fix=f"known {label}s: {', '.join(known)}")
         pool = match
+    if req.devices:
+        return _resolve_named(req, pool, qpus, view.source)
     big_enough = [q for q in pool if q.qubits >= req.qubits]
     if not big_enough:
         largest = max(pool, key=lambda q: q.qubits)
@@ -388,27 +436,73 @@ def resolve(req: QuantumRequest, view: ResourceView) -> Resolution:
                       {n: decided[n] for n in chosen}, view.source)
 
 
+def _resolve_named(req: QuantumRequest, pool: list[QpuInfo], qpus: list[QpuInfo],
+                   source: str) -> Resolution:
+    """Every named device must exist, match the selection, and meet the requirements."""
+    by_name = {q.name.lower(): q for q in qpus}
+    chosen = []
+    for name in req.devices or []:
+        q = by_name.get(name.lower())
+        if q is None:
+            raise JobspecError(f"no QPU named '{name}'",
+                               fix=f"known QPUs: {', '.join(sorted(q.name for q in qpus))}")
+        if q not in pool:
+            raise JobspecError(f"QPU '{q.name}' does not match the vendor/technology asked for",
+                               fix="drop the selection or name other devices")
+        if q.qubits < req.qubits:
+            raise JobspecError(f"QPU '{q.name}' has {q.qubits} qubits, {req.qubits} asked for",
+                               fix="ask for fewer qubits (--qubits / quantum.qubits)")
+        why = _fails_live(q, req)
+        if why:
+            raise JobspecError(f"QPU '{q.name}' misses the requirements: {', '.join(why)}",
+                               fix="relax the requirements or name other devices")
+        chosen.append(q)
+    decided = {q.name: {k: q.properties[k] for k in _DECISION_KEYS if k in q.properties}
+               for q in chosen}
+    names = [q.name for q in chosen]
+    return Resolution(names, names, decided, source)
+
+
 # -- translation ---------------------------------------------------------------------------
 
 
-def _qpu_resource(req: QuantumRequest, device: str | None) -> dict[str, Any]:
+def _qpu_resource(req: QuantumRequest, device: str | None,
+                  info: QpuInfo | None = None) -> dict[str, Any]:
+    """One ``qpu`` entry; with ``info``, every marker of that device (for nested instances)."""
     session: dict[str, Any] = {"type": SESSION, "count": 1, "exclusive": True,
                                "with": [{"type": QUBIT, "count": req.qubits}]}
     children: list[dict[str, Any]] = [session]
-    for kind, value in (("vendor", req.vendor), ("technology", req.technology),
+    vendor, technology = req.vendor, req.technology
+    if info is not None:
+        vendor = info.properties.get("vendor") or vendor
+        technology = info.properties.get("technology") or technology
+    for kind, value in (("vendor", vendor), ("technology", technology),
                         ("device", device or req.device)):
         if value:
-            children.append({"type": marker_type(kind, value), "count": 1})
+            marker: dict[str, Any] = {"type": marker_type(kind, value), "count": 1}
+            if info is not None:
+                # Fluxion leaves non-exclusive leaves out of R, so a nested instance's graph
+                # would lack the marker. Exclusive, it lands in R -- but Fluxion then holds
+                # the whole marker vertex, so other jobs that select this device by marker
+                # wait until the nested instance ends (verified on flux-sched 0.54).
+                marker["exclusive"] = True
+            children.append(marker)
     res: dict[str, Any] = {"type": QPU, "count": 1 if device else req.qpus, "with": children}
     if req.exclusive:
         res["exclusive"] = True
     return res
 
 
-def quantum_resources(req: QuantumRequest, resolution: Resolution) -> list[dict[str, Any]]:
-    """The RFC 14 resource entries for the quantum part."""
+def quantum_resources(req: QuantumRequest, resolution: Resolution,
+                      view: ResourceView | None = None) -> list[dict[str, Any]]:
+    """The RFC 14 resource entries for the quantum part.
+
+    With ``view``, each pinned device is asked for with all its markers, so that they land
+    in the job's R and a nested instance can select by vendor/device/tech in its own graph.
+    """
     if resolution.pinned:
-        return [_qpu_resource(req, name) for name in resolution.pinned]
+        infos = {q.name: q for q in view.qpus} if view else {}
+        return [_qpu_resource(req, name, infos.get(name)) for name in resolution.pinned]
     return [_qpu_resource(req, None)]
 
 
@@ -450,14 +544,25 @@ def scrub_environment(env: Mapping[str, str], extra_secret_names: Iterable[str] 
     return {k: v for k, v in env.items() if k not in extra and not SECRET_ENV.search(k)}
 
 
-def apply_quantum(jobspec: dict[str, Any], req: QuantumRequest, view: ResourceView) -> Resolution:
+def apply_quantum(jobspec: dict[str, Any], req: QuantumRequest, view: ResourceView,
+                  nested: bool = False) -> Resolution:
     """Add the quantum request to an existing canonical jobspec, in place.
 
-    Used by the translator and by the ``flux submit`` plugin: a top-level slot (what
+    Used by the translator and by :func:`prepare`: a top-level slot (what
     ``flux submit -n N`` makes) is wrapped in a node request, the QPU entries are
-    appended, and ``attributes.system.quantum`` records the request and the decision.
+    appended, and ``attributes.system.quantum`` records the request and the decision
+    (other keys of that record, e.g. ``urgency``, are kept).
+
+    ``nested``: the job is a Flux instance (``flux batch/alloc``). Its devices are pinned
+    (the policy's first choice) and asked for with every marker, so the child's graph can
+    select by vendor, device and technology.
     """
     resolution = resolve(req, view)
+    if nested and resolution.pinned is None:
+        chosen = resolution.candidates[:req.qpus]
+        resolution = Resolution(chosen, resolution.candidates,
+                                {n: resolution.decided_by.get(n, {}) for n in chosen},
+                                resolution.source)
     res = jobspec["resources"]
     if len(res) == 1 and res[0].get("type") == "slot":
         slot = res[0]
@@ -470,11 +575,12 @@ def apply_quantum(jobspec: dict[str, Any], req: QuantumRequest, view: ResourceVi
         for task in jobspec.get("tasks", []):
             if task.get("count") == {"per_slot": 1} and nslots % nnodes:
                 task["count"] = {"total": nslots}
-    res.extend(quantum_resources(req, resolution))
+    res.extend(quantum_resources(req, resolution, view if nested else None))
     system = jobspec.setdefault("attributes", {}).setdefault("system", {})
+    record = system.get("quantum") if isinstance(system.get("quantum"), dict) else {}
     chosen = [q for q in view.qpus if q.name in (resolution.pinned or resolution.candidates)]
     request = dict(req.to_dict(), start=default_start(req, chosen))
-    system["quantum"] = {"request": request, "resolution": resolution.to_dict()}
+    system["quantum"] = {**record, "request": request, "resolution": resolution.to_dict()}
     return resolution
 
 
@@ -488,51 +594,29 @@ def start_mode(jobspec: Mapping[str, Any]) -> str | None:
     return start if start in START_MODES else "now"
 
 
-def hold(jobspec: dict[str, Any], urgency: int) -> bool:
-    """Prepare a held submission: record the user's ``urgency`` in the quantum record so the
-    agent can restore it. Returns True when the job must be submitted with urgency 0."""
-    if start_mode(jobspec) not in HELD_STARTS:
-        return False
-    jobspec["attributes"]["system"]["quantum"]["urgency"] = int(urgency)
-    return True
+def might_hold(request: Mapping[str, Any], devices_file: str | None) -> str:
+    """The default start mode of a recorded request, judged from the site's inventory
+    (``ready`` when a device the request may get sits behind a vendor queue): what a
+    client decides before the instance resolves the request. ``now`` if unknown."""
+    if request.get("session_mode") == "none" or not devices_file:
+        return "now"
+    from fluxqr.core import inventory
+    from fluxqr.errors import FluxqrError
 
-
-def translate(request: HybridRequest, view: ResourceView | None,
-              environment: Mapping[str, str] | None = None,
-              secret_names: Iterable[str] = ()) -> dict[str, Any]:
-    """Build the canonical RFC 14 jobspec for a hybrid request.
-
-    Args:
-        request: the parsed YAML.
-        view: current devices (needed when the request has a ``quantum:`` part).
-        environment: the submitting environment (default ``os.environ``); variables whose
-            names look secret, or are listed in ``secret_names``, are left out.
-    """
-    node, count = classical_resources(request.nodes, request.tasks, request.cores_per_task,
-                                      request.gpus_per_task, request.exclusive,
-                                      view.cores_per_node if view else None)
-    env = scrub_environment(os.environ if environment is None else environment, secret_names)
-    env.update(request.environment)
-    system: dict[str, Any] = {"duration": request.duration or 0, "environment": env,
-                              "cwd": request.cwd or os.getcwd()}
-    if request.name:
-        system["job"] = {"name": request.name}
-    if request.queue:
-        system["queue"] = request.queue
-    jobspec: dict[str, Any] = {
-        "version": 1,
-        "resources": [node],
-        "tasks": [{"command": list(request.command), "slot": "task", "count": count}],
-        "attributes": {"system": system},
-    }
-    if request.quantum is not None:
-        if view is None:
-            raise JobspecError("a quantum request needs the current devices",
-                               fix="run inside a Flux instance, or pass --graph FILE")
-        apply_quantum(jobspec, request.quantum, view)
-    return jobspec
-
-
-def quantum_of(jobspec: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The ``attributes.system.quantum`` record of a jobspec, if any."""
-    return copy.deepcopy(((jobspec.get("attributes") or {}).get("system") or {}).get("quantum"))
+    try:
+        inv = inventory.load(devices_file)
+    except (FluxqrError, OSError):
+        return "now"  # unreadable here: the agent holds the job on sight if it must
+    names = set(request.get("devices") or ([request["device"]] if request.get("device")
+                                           else []))
+    for dev in inv:
+        if names and dev.name not in names:
+            continue
+        if request.get("vendor") and dev.vendor.lower() != str(request["vendor"]).lower():
+            continue
+        if request.get("technology") and \
+                dev.technology.lower() != str(request["technology"]).lower():
+            continue
+        if dev.adapter in VENDOR_QUEUED_ADAPTERS and dev.qubits >= int(request.get("qubits", 1)):
+            return "ready"
+    return "now"

@@ -2,8 +2,9 @@
 
 Flux discovers commands, CLI plugins and broker modules by file: ``flux-qr.py``
 on ``FLUX_EXEC_PATH`` (or ``<libexecdir>/flux/cmd``), a plugin ``.py`` on
-``FLUX_CLI_PLUGINPATH`` (or ``<confdir>/cli/plugins``), and a module path given
-to ``flux module load``. Flux runs them with *its* Python, which usually does
+``FLUX_CLI_PLUGINPATH`` (or ``<confdir>/cli/plugins``), a module path given
+to ``flux module load``, and job-ingest plugin paths named in ``[ingest.frobnicator]``
+and ``[ingest.validator]``. Flux runs them with *its* Python, which usually does
 not see the environment fluxqr was installed into, so each shim records where
 fluxqr lives.
 """
@@ -17,6 +18,7 @@ import sysconfig
 from pathlib import Path
 
 from fluxqr._io import atomic_write
+from fluxqr.flux.instance import FROBNICATOR_SHIM, VALIDATOR_SHIM
 
 _HEADER = '''# Installed by "fluxqr flux-install" -- regenerate rather than edit.
 import sys
@@ -38,6 +40,16 @@ os.execv(_python, [_python, "-c",
 
 PLUGIN = _HEADER + '''
 from fluxqr.flux.cliplugin import QuantumPlugin  # noqa: E402,F401  (found by flux's plugin loader)
+'''
+
+# flux-core imports these by path (flux.importer.import_path); the names must not end in
+# "p", "y" or "." (it strips ".py" with rstrip).
+FROBNICATOR = _HEADER + '''
+from fluxqr.flux.ingest import Frobnicator  # noqa: E402,F401  (job-ingest frobnicator plugin)
+'''
+
+VALIDATOR = _HEADER + '''
+from fluxqr.flux.ingest import Validator  # noqa: E402,F401  (job-ingest validator plugin)
 '''
 
 MODULE = _HEADER + '''
@@ -116,13 +128,23 @@ def search_paths() -> list[str]:
 _ENV_CODE = "import sys; from fluxqr.cli import main; sys.exit(main(sys.argv[1:], prog='flux qr'))"
 
 
+def ingest_config(files: dict[str, Path]) -> str:
+    """The instance TOML that loads the ingest plugins ``install`` wrote."""
+    return (f'[ingest.frobnicator]\nplugins = ["defaults", "constraints", '
+            f'"{files["frobnicator"]}"]\n\n'
+            f'[ingest.validator]\nplugins = ["{files["validator"]}"]\n')
+
+
 def install(prefix: str | os.PathLike) -> dict[str, Path]:
-    """Write the command, CLI plugin, broker module and job shell files under ``prefix``."""
+    """Write the command, CLI plugin, broker module, ingest plugins and job shell files."""
     prefix = Path(prefix)
     files = {
         "command": (prefix / "cmd" / "flux-qr.py", COMMAND.format(python=sys.executable)),
         "plugin": (prefix / "cli" / "plugins" / "fluxqr.py", PLUGIN.format(paths=search_paths())),
         "module": (prefix / "modules" / "fluxqr.py", MODULE.format(paths=search_paths())),
+        "frobnicator": (prefix / "ingest" / FROBNICATOR_SHIM,
+                        FROBNICATOR.format(paths=search_paths())),
+        "validator": (prefix / "ingest" / VALIDATOR_SHIM, VALIDATOR.format(paths=search_paths())),
         "shell_plugin": (prefix / "shell" / "lua.d" / "fluxqr.lua",
                          SHELL_PLUGIN.format(python=sys.executable, code=_ENV_CODE)),
         "shell_initrc": (prefix / "shell" / "initrc.lua",

@@ -16,9 +16,15 @@ from fluxqr.errors import FluxqrError, FluxUnavailableError, JobspecError
 from fluxqr.flux.env import import_flux
 
 RESOURCE = "sched-fluxion-resource"
-VALIDATOR_FIX = ('add to the instance config: [ingest.validator] args = '
-                 '["--require-version=any"] (then flux config reload), as the fluxqr admin '
-                 'guide shows')
+FROBNICATOR_SHIM = "fluxqr_frobnicator.py"
+VALIDATOR_SHIM = "fluxqr_validator.py"
+INGEST_FIX = ('add fluxqr\'s ingest plugins to the instance config: [ingest.frobnicator] plugins '
+              f'= ["defaults", "constraints", "PREFIX/ingest/{FROBNICATOR_SHIM}"] and '
+              f'[ingest.validator] plugins = ["PREFIX/ingest/{VALIDATOR_SHIM}"] (PREFIX as '
+              'given to fluxqr flux-install; then flux config reload), as the fluxqr admin '
+              'guide shows')
+#: the name earlier fluxqr versions used
+VALIDATOR_FIX = INGEST_FIX
 
 
 def connect(uri: str | None = None) -> Any:
@@ -131,24 +137,31 @@ def credential_names(conf: dict[str, Any]) -> set[str]:
     return {name for dev in inv for name in dev.credentials.values()}
 
 
-def check_validator(handle: Any, conf: dict[str, Any] | None = None) -> None:
-    """Fail with the fix when the instance's ingest validator would reject QPU jobspecs.
+def _has_shim(table: dict[str, Any], shim: str) -> bool:
+    return any(str(p).rsplit("/", 1)[-1] == shim for p in table.get("plugins") or [])
 
-    flux-core's default validator enforces jobspec V1, whose resources are only
-    node/slot/core/gpu; QPU requests need ``--require-version=any``.
+
+def check_validator(handle: Any, conf: dict[str, Any] | None = None) -> None:
+    """Fail with the fix when the instance lacks fluxqr's job-ingest plugins.
+
+    Quantum requests are turned into resources on the instance, by fluxqr's frobnicator
+    (:mod:`fluxqr.flux.ingest`), and checked by its validator; a client that only sets the
+    request (the CLI plugin, the Python API) would otherwise submit a job that never gets
+    its QPU. A disabled validator is accepted (the site chose to validate nothing).
     """
     conf = config(handle) if conf is None else conf
-    validator = (conf.get("ingest") or {}).get("validator") or {}
-    if validator.get("disable"):
-        return
-    args = validator.get("args") or []
-    plugins = validator.get("plugins")
-    if any(str(a).startswith("--require-version=any") for a in args):
-        return
-    if plugins is not None and "jobspec" not in plugins:
-        return
-    raise JobspecError("this instance only accepts V1 jobspecs (node/slot/core/gpu), so a QPU "
-                       "request would be rejected", fix=VALIDATOR_FIX)
+    ingest = conf.get("ingest") or {}
+    frob = ingest.get("frobnicator") or {}
+    validator = ingest.get("validator") or {}
+    missing = []
+    if frob.get("disable") or not _has_shim(frob, FROBNICATOR_SHIM):
+        missing.append("frobnicator")
+    if not validator.get("disable") and not _has_shim(validator, VALIDATOR_SHIM):
+        missing.append("validator")
+    if missing:
+        plural = "s" if len(missing) > 1 else ""
+        raise JobspecError(f"this instance lacks fluxqr's ingest {' and '.join(missing)} "
+                           f"plugin{plural}, so it cannot take QPU requests", fix=INGEST_FIX)
 
 
 AGENT_FIX = ("ask the admin to load it (flux module load <fluxqr>/modules/fluxqr.py), or "
@@ -199,5 +212,5 @@ def submit(handle: Any, jobspec: dict[str, Any], *, urgency: int | None = None,
         msg = _service_error(exc)
         if "version" in msg.lower() or "resource type" in msg.lower():
             raise JobspecError(f"the instance rejected the jobspec: {msg}",
-                               fix=VALIDATOR_FIX) from None
+                               fix=INGEST_FIX) from None
         raise JobspecError(f"the instance rejected the jobspec: {msg}") from None

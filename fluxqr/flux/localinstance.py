@@ -1,7 +1,7 @@
 """A local Flux instance configured for fluxqr (``flux start --test-size=N``).
 
 Used by ``make demo`` and the real-Flux tests, and handy for trying fluxqr on a
-laptop: it writes the instance TOML an admin would (resource graph, validator,
+laptop: it writes the instance TOML an admin would (resource graph, ingest plugins,
 Fluxion match format and queue policy, ``[fluxqr]``), installs fluxqr's Flux files,
 loads the fluxqr agent when devices are given, and runs commands inside the instance.
 """
@@ -32,10 +32,6 @@ match-format = "rv1"
 queue-policy = "easy"
 """
 
-VALIDATOR = """
-[ingest.validator]
-args = ["--require-version=any"]
-"""
 
 AGENT = """
 [fluxqr]
@@ -69,7 +65,9 @@ class LocalInstance:
         self.env.update({"FLUX_EXEC_PATH": str(self.files["command"].parent),
                          "FLUX_CLI_PLUGINPATH": str(self.files["plugin"].parent)})
         self.env.update(env or {})
-        text = CONFIG.format(r_path=self.r_path) + (VALIDATOR if validator else "")
+        # validator=False: a plain instance, without fluxqr's job-ingest plugins
+        text = CONFIG.format(r_path=self.r_path) + \
+            (fluxinstall.ingest_config(self.files) if validator else "")
         if self.devices:
             text += AGENT.format(devices=self.devices)
         self.config_text = text + config
