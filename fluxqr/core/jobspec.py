@@ -21,14 +21,14 @@ import math
 import os
 import re
 import shlex
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from functools import cache
 from importlib import resources
 from typing import Any
 
 from fluxqr._io import json_path, load_structured
-from fluxqr.core.model import QPU, QUBIT, SESSION, marker_type, type_token
+from fluxqr.core.model import MARKERS, QPU, QUBIT, SESSION, marker_type, type_token
 from fluxqr.errors import JobspecError
 
 POLICIES = ("any", "first", "shortest_queue", "best_fidelity")
@@ -620,3 +620,232 @@ def might_hold(request: Mapping[str, Any], devices_file: str | None) -> str:
         if dev.adapter in VENDOR_QUEUED_ADAPTERS and dev.qubits >= int(request.get("qubits", 1)):
             return "ready"
     return "now"
+
+def translate(request: HybridRequest, view: ResourceView | None,
+              environment: Mapping[str, str] | None = None,
+              secret_names: Iterable[str] = ()) -> dict[str, Any]:
+    """Build the canonical RFC 14 jobspec for a hybrid request.
+
+    Args:
+        request: the parsed YAML.
+        view: current devices (needed when the request has a ``quantum:`` part).
+        environment: the submitting environment (default ``os.environ``); variables whose
+            names look secret, or are listed in ``secret_names``, are left out.
+    """
+    node, count = classical_resources(request.nodes, request.tasks, request.cores_per_task,
+                                      request.gpus_per_task, request.exclusive,
+                                      view.cores_per_node if view else None)
+    env = scrub_environment(os.environ if environment is None else environment, secret_names)
+    env.update(request.environment)
+    system: dict[str, Any] = {"duration": request.duration or 0, "environment": env,
+                              "cwd": request.cwd or os.getcwd()}
+    if request.name:
+        system["job"] = {"name": request.name}
+    if request.queue:
+        system["queue"] = request.queue
+    jobspec: dict[str, Any] = {
+        "version": 1,
+        "resources": [node],
+        "tasks": [{"command": list(request.command), "slot": "task", "count": count}],
+        "attributes": {"system": system},
+    }
+    if request.quantum is not None:
+        if view is None:
+            raise JobspecError("a quantum request needs the current devices",
+                               fix="run inside a Flux instance, or pass --graph FILE")
+        apply_quantum(jobspec, request.quantum, view)
+    return jobspec
+
+
+def quantum_of(jobspec: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The ``attributes.system.quantum`` record of a jobspec, if any."""
+    return copy.deepcopy(((jobspec.get("attributes") or {}).get("system") or {}).get("quantum"))
+
+
+# -- submitted jobspecs: the one path every submission takes (the ingest frobnicator) ------
+
+#: keys of ``attributes.system.quantum`` that are the record, not the request
+RECORD_KEYS = ("request", "resolution", "urgency")
+ATTR = "attributes.system.quantum"
+
+
+@cache
+def _request_schema() -> dict[str, Any]:
+    return {"$defs": schema()["$defs"], "$ref": "#/$defs/quantum"}
+
+
+def request_record(values: Mapping[str, Any], where: str = ATTR) -> dict[str, Any]:
+    """A quantum request checked and put in the recorded form (``...quantum.request``).
+
+    ``values`` may use the YAML keys (``session: {mode: ...}``, ``qpus: [names]``) or the
+    recorded ones (``session_mode``, ``devices``). This is all a client (the CLI plugin,
+    the Python API) needs to do; the instance's frobnicator does the rest.
+    """
+    yaml_form = dict(values)
+    session = dict(yaml_form.pop("session", None) or {})
+    for key, sub in (("session_mode", "mode"), ("session_max_time", "max_time")):
+        if key in yaml_form:
+            session[sub] = yaml_form.pop(key)
+    if session:
+        yaml_form["session"] = session
+    _schema_check(_request_schema(), yaml_form, where)
+    try:
+        req = QuantumRequest.from_mapping(yaml_form)
+        req.validate()
+    except JobspecError as exc:
+        raise JobspecError(str(exc), where=where) from None
+    return req.to_dict()
+
+
+def _marker_value(rtype: str) -> tuple[str, str] | None:
+    """``vendor.ibm`` -> ("vendor", "ibm"); None for other types."""
+    prefix, dot, value = rtype.partition(".")
+    kinds = {v: k for k, v in MARKERS.items()}
+    return (kinds[prefix], value) if dot and prefix in kinds and value else None
+
+
+def _bad_shape(msg: str) -> JobspecError:
+    return JobspecError(f"resources: {msg}",
+                        fix="write qpu -> qubit: N (optionally with vendor.X, device.X, tech.X "
+                            "children), or use attributes.system.quantum instead")
+
+
+def _count(entry: Mapping[str, Any], what: str) -> int:
+    count = entry.get("count", 1)
+    if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+        raise _bad_shape(f"{what} count must be a positive integer (got {count!r})")
+    return count
+
+
+def _read_qpu_entry(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """What one hand-written ``qpu`` resource entry asks for, as request keys."""
+    out: dict[str, Any] = {"qpus": _count(entry, "qpu")}
+    if entry.get("exclusive"):
+        out["exclusive"] = True
+    children = list(entry.get("with") or [])
+    while children:
+        child = children.pop(0)
+        if not isinstance(child, Mapping):
+            raise _bad_shape("a qpu child must be a mapping")
+        ctype = child.get("type")
+        marker = _marker_value(str(ctype))
+        if ctype == QUBIT:
+            out["qubits"] = _count(child, "qubit")
+        elif ctype == SESSION:
+            if _count(child, "session") != 1:
+                raise _bad_shape("a job holds one session per QPU (session count must be 1)")
+            children.extend(child.get("with") or [])
+        elif marker:
+            kind, value = marker
+            if kind in out and out[kind] != value:
+                raise _bad_shape(f"two {kind} markers under one qpu ({out[kind]}, {value})")
+            out[kind] = value
+        else:
+            raise _bad_shape(f"unknown resource type '{ctype}' under qpu")
+    return out
+
+
+def _request_from_resources(entries: list[Mapping[str, Any]]) -> dict[str, Any]:
+    """Combine the hand-written ``qpu`` entries into one request."""
+    reads = [_read_qpu_entry(e) for e in entries]
+    if len(reads) == 1:
+        req = reads[0]
+        if "device" in req and req["qpus"] > 1:
+            raise _bad_shape(f"{req['qpus']} QPUs of device '{req['device']}' asked for")
+        return req
+    if not all("device" in r and r["qpus"] == 1 for r in reads):
+        raise _bad_shape("several qpu entries must each name one device (device.NAME marker)")
+    out: dict[str, Any] = {"devices": [r["device"] for r in reads], "qpus": len(reads)}
+    for key in ("qubits", "vendor", "technology", "exclusive"):
+        values = {r[key] for r in reads if key in r}
+        if len(values) > 1:
+            raise _bad_shape(f"the qpu entries disagree on {key} ({', '.join(map(str, values))})")
+        if values:
+            out[key] = values.pop()
+    return out
+
+
+def is_canonical(entries: list[Mapping[str, Any]]) -> bool:
+    """True when every ``qpu`` entry holds a ``session -> qubit`` (the graph's shape)."""
+    return all(any(c.get("type") == SESSION and any(q.get("type") == QUBIT
+                                                    for q in c.get("with") or [])
+                   for c in e.get("with") or []) for e in entries)
+
+
+def _nested_qpus(res: Iterable[Any], depth: int = 0) -> bool:
+    for entry in res:
+        if isinstance(entry, Mapping):
+            if depth and entry.get("type") == QPU:
+                return True
+            if _nested_qpus(entry.get("with") or [], depth + 1):
+                return True
+    return False
+
+
+def is_nested_instance(jobspec: Mapping[str, Any]) -> bool:
+    """True for ``flux batch``/``flux alloc`` jobs: their one task is a Flux broker."""
+    tasks = jobspec.get("tasks") or []
+    cmd = tasks[0].get("command") if tasks and isinstance(tasks[0], Mapping) else None
+    return isinstance(cmd, list) and len(cmd) >= 2 and \
+        os.path.basename(str(cmd[0])) == "flux" and cmd[1] == "broker"
+
+
+def prepare(jobspec: dict[str, Any], view: Callable[[bool], ResourceView],
+            secret_names: Iterable[str] = ()) -> Resolution | None:
+    """Make a submitted jobspec's quantum part canonical, in place; None for classical jobs.
+
+    The one path every hybrid submission takes (the instance's ingest frobnicator):
+
+    - a request in ``attributes.system.quantum`` — recorded (``{"request": {...}}``, what the
+      CLI plugin and the Python API set) or short (``--setattr=system.quantum.qubits=20``) —
+      is checked, resolved against ``view(need_cores)`` and turned into resources;
+    - hand-written ``qpu`` / ``qpu -> qubit`` / ``qpu -> session -> qubit`` entries are read
+      back into a request (merged with the attribute's) and rebuilt the canonical way;
+    - a jobspec that is already canonical and resolved (``fluxqr jobspec``, ``flux qr
+      submit``) is checked and kept.
+
+    A classical jobspec (no quantum attribute, no ``qpu`` resource) costs two lookups.
+    """
+    system = (jobspec.get("attributes") or {}).get("system") or {}
+    attr = system.get("quantum")
+    res = jobspec.get("resources") or []
+    entries = [e for e in res if isinstance(e, Mapping) and e.get("type") == QPU]
+    if attr is None and not entries:
+        if _nested_qpus(res):
+            raise _bad_shape("qpu must be a top-level resource, beside node or slot")
+        return None
+    if attr is not None and not isinstance(attr, Mapping):
+        raise JobspecError(f"{ATTR} must be a mapping (got {json.dumps(attr)})",
+                           fix="e.g. --setattr=system.quantum.qubits=20")
+    attr = dict(attr or {})
+    if _nested_qpus(res):
+        raise _bad_shape("qpu must be a top-level resource, beside node or slot")
+    short = {k: attr.pop(k) for k in list(attr) if k not in RECORD_KEYS}
+    recorded = attr.get("request") or {}
+    if not isinstance(recorded, Mapping):
+        raise JobspecError(f"{ATTR}.request must be a mapping")
+    values = {**recorded, **short}
+    canonical = bool(entries) and "resolution" in attr and is_canonical(entries)
+    if entries and not canonical:
+        for key, value in _request_from_resources(entries).items():
+            values.setdefault(key, value)
+    record = request_record(values, ATTR)
+    req = QuantumRequest.from_mapping(record)
+    system = jobspec.setdefault("attributes", {}).setdefault("system", {})
+    quantum = system["quantum"] = {**attr, "request": record}
+    if canonical:
+        resolution = attr["resolution"]
+        result = Resolution(resolution.get("pinned"), resolution.get("candidates") or [],
+                            resolution.get("decided_by") or {}, resolution.get("source", ""))
+    else:
+        quantum.pop("resolution", None)
+        jobspec["resources"] = [e for e in res if e not in entries]
+        if not jobspec["resources"]:
+            raise JobspecError("a hybrid job needs classical resources too (a node or slot)",
+                               fix="e.g. flux submit -n1 ... or resources: [node, qpu]")
+        cores = jobspec["resources"][0].get("type") == "slot"
+        result = apply_quantum(jobspec, req, view(cores),
+                               nested=is_nested_instance(jobspec))
+    if "environment" in system:
+        system["environment"] = scrub_environment(system["environment"], secret_names)
+    return result
