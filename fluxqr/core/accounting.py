@@ -21,11 +21,11 @@ restarted agent re-adopting a job may call them again)::
     led = Ledger(path)                              # once, at agent start
     led.job_started(jobid, userid=..., username=..., queue=..., bank=..., project=...,
                     devices={"ibm_fez": "ibm"}, t_submit=...)   # when the agent adopts it
-    led.session_event(jobid, "ibm_fez", "opened")   # vendor session open requested/granted id
-    led.session_event(jobid, "ibm_fez", "activated")  # vendor grants the device
-    led.record_usage(jobid, "ibm_fez", qpu_seconds=12.5, tasks=3)  # whenever read from vendor
-    led.session_event(jobid, "ibm_fez", "closed")   # session closed (however the job ends)
-    led.job_ended(jobid, "completed")               # job inactive: completed|failed|canceled|timeout
+    led.session_event(jobid, "ibm_fez", "opened")     # the vendor gave a session id
+    led.session_event(jobid, "ibm_fez", "activated")  # the vendor grants the device
+    led.record_usage(jobid, "ibm_fez", qpu_seconds=12.5, tasks=3)  # read from the vendor
+    led.session_event(jobid, "ibm_fez", "closed")     # closed, however the job ends
+    led.job_ended(jobid, "completed")   # inactive: completed, failed, canceled or timeout
 
 and on the submit path / the running-job check: :func:`check_submit`, :func:`over_limit`.
 """

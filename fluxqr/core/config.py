@@ -34,7 +34,7 @@ _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
 def parse_seconds(value: Any, where: str) -> float:
-    """Seconds from a number or a duration with a unit (``90``, ``30m``, ``12h``, ``7d``, ``2w``)."""
+    """Seconds from a number or a duration with a unit: ``90``, ``30m``, ``12h``, ``7d``, ``2w``."""
     if isinstance(value, bool):  # TOML true is an int to Python; never a duration
         value = str(value)
     if isinstance(value, int | float):
