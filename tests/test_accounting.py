@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import assert_user_error, run_cli
+
 from fluxqr.core import accounting, config
 from fluxqr.core.accounting import Ledger, check_submit, over_limit
 from fluxqr.core.config import Limits
