@@ -274,6 +274,8 @@ def cmd_session(args: argparse.Namespace) -> int:
 
 
 def _usage_db(args: argparse.Namespace) -> str:
+    """--db, else the instance's ledger; ":memory:" (an empty one) when the instance's
+    ledger does not exist yet, since no hybrid job has been recorded there."""
     if args.db:
         return args.db
     if not os.environ.get("FLUX_URI"):
@@ -281,7 +283,8 @@ def _usage_db(args: argparse.Namespace) -> str:
                           fix="pass --db FILE, or run inside the instance (flux qr usage)")
     from fluxqr.flux import instance
 
-    return instance.accounting_db(instance.connect())
+    path = instance.accounting_db(instance.connect())
+    return path if os.path.exists(path) else ":memory:"
 
 
 def _when(epoch: float | None) -> str:
@@ -310,7 +313,8 @@ def cmd_usage(args: argparse.Namespace) -> int:
     group_by = [k.strip() for k in args.by.split(",") if k.strip()] if args.by else []
     filters = {"user": args.user, "device": args.device, "queue": args.queue,
                "since": since, "until": until, "now": now}
-    with accounting.Ledger(_usage_db(args), create=False) as led:
+    path = _usage_db(args)
+    with accounting.Ledger(path, create=path == ":memory:") as led:
         totals = led.totals(group_by, **filters)
         grand = led.totals((), **filters)
         jobs = led.usage(**filters)

@@ -224,7 +224,8 @@ TOTAL_COLUMNS = ("jobs", "seconds", "qpu_seconds", "wall_seconds", "tasks", "sho
 
 
 class Ledger:
-    """The QPU usage database at ``path`` (created, with its directory, on first use).
+    """The QPU usage database at ``path`` (created, with its directory, on first use;
+    ``":memory:"`` is an empty, private one).
 
     Every hook is one short transaction (``BEGIN IMMEDIATE``): several writers (an agent
     and a re-adopting agent after a reload, or tests) wait for each other up to
@@ -233,15 +234,16 @@ class Ledger:
 
     def __init__(self, path: str | os.PathLike, *, create: bool = True, timeout: float = 30.0):
         self.path = Path(path)
-        if not create and not self.path.exists():
+        memory = str(path) == ":memory:"
+        if not create and not memory and not self.path.exists():
             raise AccountingError(f"no accounting database at {self.path}",
                                   fix="the quantum agent creates it with the first hybrid job; "
                                       "or pass --db FILE")
         try:
-            if create:
+            if create and not memory:
                 self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             # autocommit mode: transactions are explicit (BEGIN IMMEDIATE ... COMMIT)
-            self.conn = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
+            self.conn = sqlite3.connect(str(path), timeout=timeout, isolation_level=None)
             self.conn.row_factory = sqlite3.Row
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable at checkpoint
