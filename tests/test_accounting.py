@@ -305,6 +305,18 @@ def test_over_limit_for_a_running_job(led: Ledger) -> None:
     assert reason and reason.startswith("user alice used 3600 QPU seconds in the last 1w")
 
 
+def test_job_facts_from_a_jobspec() -> None:
+    js = {"attributes": {"system": {"duration": 3600, "queue": "batch", "bank": "physics",
+                                    "quantum": {"request": {"qpus": 2, "session_max_time": 600}}}}}
+    assert accounting.job_facts(js) == {"queue": "batch", "bank": "physics", "project": None,
+                                        "request_seconds": 1200.0}
+    del js["attributes"]["system"]["quantum"]["request"]["session_max_time"]
+    assert accounting.job_facts(js)["request_seconds"] == 7200.0
+    js["attributes"]["system"]["duration"] = 0  # unlimited
+    assert accounting.job_facts(js)["request_seconds"] is None
+    assert accounting.job_facts({})["request_seconds"] is None
+
+
 # -- small helpers --------------------------------------------------------------------------
 
 

@@ -500,6 +500,24 @@ class Ledger:
         return (row["userid"], row["username"]) if row else None
 
 
+# -- what the agent reads from a jobspec ----------------------------------------------------
+
+
+def job_facts(jobspec: Mapping[str, Any]) -> dict[str, Any]:
+    """What the ledger and the limits need from a hybrid jobspec: ``queue``, ``bank``,
+    ``project`` (``attributes.system.*``, ``None`` when absent) and ``request_seconds`` —
+    the most QPU seconds the job can be charged: its QPUs times its session ``max_time``,
+    else times its ``duration``; ``None`` when it has neither (no time limit)."""
+    system = (jobspec.get("attributes") or {}).get("system") or {}
+    request = (system.get("quantum") or {}).get("request") or {}
+    per_qpu = request.get("session_max_time") or system.get("duration") or None
+    qpus = int(request.get("qpus", 1) or 1)
+    out: dict[str, Any] = {k: (str(system[k]) if system.get(k) is not None else None)
+                           for k in ("queue", "bank", "project")}
+    out["request_seconds"] = float(per_qpu) * qpus if per_qpu else None
+    return out
+
+
 # -- limits --------------------------------------------------------------------------------
 
 
