@@ -254,6 +254,101 @@ def cmd_session(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- usage (QPU accounting) ----------------------------------------------------------------
+
+
+def _usage_db(args: argparse.Namespace) -> str:
+    """--db, else the instance's ledger; ":memory:" (an empty one) when the instance's
+    ledger does not exist yet, since no hybrid job has been recorded there."""
+    if args.db:
+        return args.db
+    if not os.environ.get("FLUX_URI"):
+        raise FluxqrError("no accounting database given and not inside a Flux instance",
+                          fix="pass --db FILE, or run inside the instance (flux qr usage)")
+    from fluxqr.flux import instance
+
+    path = instance.accounting_db(instance.connect())
+    return path if os.path.exists(path) else ":memory:"
+
+
+def _when(epoch: float | None) -> str:
+    import datetime as dt
+
+    if epoch is None:
+        return "-"
+    return dt.datetime.fromtimestamp(epoch).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _secs(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def cmd_usage(args: argparse.Namespace) -> int:
+    import csv
+    import time
+
+    from fluxqr.core import accounting
+
+    now = time.time()
+    since = accounting.parse_time(args.since, now, "--since")
+    until = accounting.parse_time(args.until, now, "--until")
+    if since is not None and until is not None and since > until:
+        raise FluxqrError("--since is later than --until", fix="swap them")
+    group_by = [k.strip() for k in args.by.split(",") if k.strip()] if args.by else []
+    filters = {"user": args.user, "device": args.device, "queue": args.queue,
+               "since": since, "until": until, "now": now}
+    path = _usage_db(args)
+    with accounting.Ledger(path, create=path == ":memory:") as led:
+        totals = led.totals(group_by, **filters)
+        grand = led.totals((), **filters)
+        jobs = led.usage(**filters)
+    for row in jobs:
+        row["f58"] = accounting.f58(row["jobid"])
+    if args.chart:  # first: a failed chart must not follow a printed report
+        from fluxqr.core import usagechart
+
+        usagechart.write_chart(args.chart, jobs, since, until if until is not None else now)
+    if args.format == "json":
+        print(json.dumps({"since": since, "until": until, "group_by": group_by,
+                          "totals": totals, "jobs": jobs}, indent=2))
+    elif args.format == "csv":
+        columns = accounting.JOB_COLUMNS if args.jobs else (*group_by,
+                                                            *accounting.TOTAL_COLUMNS)
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows(accounting.iter_rows(jobs if args.jobs else totals, columns))
+    elif args.jobs:
+        rows = [["job", "user", "queue", "bank", "device", "activated", "closed", "QPU s",
+                 "source", "tasks", "exit"]]
+        for r in jobs:
+            rows.append([r["f58"], r["username"] or str(r["userid"]), r["queue"] or "-",
+                         r["bank"] or "-", r["device"], _when(r["activated"]),
+                         _when(r["closed"]), _secs(r["seconds"]), r["source"],
+                         str(r["tasks"]), r["exit"] or "running"])
+        print(format_rows(rows) if jobs else "no usage recorded in this window")
+    else:
+        window = f"{_when(since) if since is not None else 'start'} .. " \
+                 f"{_when(until) if until is not None else 'now'}"
+        print(f"QPU usage {window}")
+        if not totals:
+            print("no usage recorded in this window")
+            return 0
+        rows = [[*group_by, "jobs", "QPU s", "vendor s", "wall s", "tasks", "shots"]]
+        for t in totals:
+            rows.append([*(str(t[k]) if t[k] is not None else "-" for k in group_by),
+                         str(t["jobs"]), _secs(t["seconds"]), _secs(t["qpu_seconds"]),
+                         _secs(t["wall_seconds"]), str(t["tasks"]), str(t["shots"])])
+        if group_by and len(totals) > 1:
+            g = grand[0]
+            rows.append(["total", *([""] * (len(group_by) - 1)), str(g["jobs"]),
+                         _secs(g["seconds"]), _secs(g["qpu_seconds"]),
+                         _secs(g["wall_seconds"]), str(g["tasks"]), str(g["shots"])])
+        print(format_rows(rows))
+    if args.chart:
+        print(f"wrote {args.chart}", file=sys.stderr)
+    return 0
+
+
 # -- installation --------------------------------------------------------------------------
 
 
@@ -359,6 +454,27 @@ def build_parser(prog: str = "fluxqr") -> argparse.ArgumentParser:
                     help="env: print the tasks' environment (waits while a session opens)")
     se.add_argument("jobid", nargs="?", help="job id (default: $FLUX_JOB_ID)")
     se.set_defaults(func=cmd_session)
+    us = sub.add_parser("usage", help="QPU usage: totals or per-job rows by user, device, "
+                        "queue and time window (the quantum agent records it)")
+    us.add_argument("--db", metavar="FILE", help="accounting database (default: the "
+                    "instance's [fluxqr] accounting-db, else <statedir>/fluxqr/accounting.db)")
+    us.add_argument("--since", metavar="WHEN", help="from: a span ago (7d, 12h), a date "
+                    "(2026-11-01), a date and time, or epoch seconds")
+    us.add_argument("--until", metavar="WHEN", help="to (same forms as --since; default now)")
+    us.add_argument("--user", help="only this user (name or uid)")
+    us.add_argument("--device", help="only this device")
+    us.add_argument("--queue", help="only this queue")
+    us.add_argument("--by", default="user,device", metavar="KEYS",
+                    help="group totals by these comma-separated keys: user, device, vendor, "
+                         "queue, bank, project, exit, day (default user,device; '' = one total)")
+    us.add_argument("--jobs", action="store_true",
+                    help="one row per job and device instead of totals")
+    us.add_argument("--format", choices=("table", "json", "csv"), default="table",
+                    help="output format (json has totals and jobs)")
+    us.add_argument("--chart", metavar="FILE.png",
+                    help="also draw usage over time per device into this PNG (needs "
+                         "matplotlib: the 'report' extra)")
+    us.set_defaults(func=cmd_usage)
     fi = sub.add_parser("flux-install", help="write the files through which Flux finds "
                         "fluxqr (flux qr command, submit plugin, broker module, job-ingest "
                         "plugins, job shell plugin)")

@@ -7,7 +7,8 @@ Convention for shell examples in docs/ (docs/index.rst states it for readers):
   and ``~`` work), in a scratch directory holding the example files that docs/index.rst
   names, and must exit 0. Offline commands run there directly; commands that need a
   running Flux (``flux qr ...``, ``flux submit/run ...``, ``fluxqr submit/status``,
-  ``fluxqr jobspec`` and ``fluxqr refresh`` without ``--graph``) run inside one real
+  ``fluxqr jobspec`` and ``fluxqr refresh`` without ``--graph``, ``fluxqr usage``
+  without ``--db``) run inside one real
   test instance (tests/fluxinst.py) set up as the admin guide says, with the refresh
   module loaded at start-up by the admin guide's modprobe files. Without a Flux those
   are skipped with fluxinst.SKIP_REASON.
@@ -163,7 +164,8 @@ def needs(cmd: Command) -> str:
         args = _fluxqr_args(words)
         if args is not None:
             if args[:1] in (["submit"], ["status"], ["session"]) or (
-                    args[:1] in (["jobspec"], ["refresh"]) and "--graph" not in args):
+                    args[:1] in (["jobspec"], ["refresh"]) and "--graph" not in args) or (
+                    args[:1] == ["usage"] and "--db" not in args):
                 return "instance"
         elif words[:1] == ["flux"]:
             if words[1:2] in (["R"], ["config"]):

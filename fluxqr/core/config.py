@@ -11,16 +11,86 @@ prolog/epilog all read, so they agree on names, defaults and errors::
     session-dir = "/run/flux/fluxqr"            # session state (default: <rundir>/fluxqr)
     vendor-job-seconds = 60                     # vendor queue drain, until anchors measure it
     idle-timeout = 60                           # the vendor's interactive session timeout
+    accounting-db = "/var/lib/flux/fluxqr/accounting.db"  # QPU usage ledger (default: below)
+    limits = { job-qpu-seconds = 600, user-qpu-seconds = 36000, period = "7d" }
+
+``accounting-db`` defaults to ``<statedir>/fluxqr/accounting.db`` (the broker's
+persistent state directory), or ``<rundir>/fluxqr/accounting.db`` when the
+instance has no ``statedir`` (then usage is lost when the instance exits); the
+caller derives it with :func:`fluxqr.core.accounting.default_path`.
 """
 
 from __future__ import annotations
 
+import math
+import re
+from dataclasses import dataclass
 from typing import Any
 
 from fluxqr.errors import FluxqrError
 
 DEFAULTS = {"interval": 60.0, "timeout": None, "failure-threshold": 3,
             "vendor-job-seconds": 60.0, "idle-timeout": 60.0}
+KNOWN = ("devices", "interval", "timeout", "failure-threshold", "session-dir",
+         "vendor-job-seconds", "idle-timeout", "accounting-db", "limits")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_seconds(value: Any, where: str) -> float:
+    """Seconds from a number or a duration with a unit: ``90``, ``30m``, ``12h``, ``7d``, ``2w``."""
+    if isinstance(value, bool):  # TOML true is an int to Python; never a duration
+        value = str(value)
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        m = re.fullmatch(r"([0-9]*\.?[0-9]+)\s*([smhdw]?)", str(value).strip())
+        if not m:
+            raise FluxqrError(f"{where}: invalid duration {value!r}",
+                              fix="use seconds or a number with s, m, h, d or w (e.g. 7d)")
+        seconds = float(m.group(1)) * _UNITS[m.group(2)]
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise FluxqrError(f"{where}: must be > 0 (got {value!r})")
+    return seconds
+
+
+@dataclass(frozen=True)
+class Limits:
+    """QPU-second caps a site sets in ``[fluxqr] limits``; ``None`` = no cap.
+
+    ``job`` caps one job (all its devices together); ``user`` caps one user's jobs in the
+    rolling window of ``period`` seconds that ends now.
+    """
+
+    job: float | None = None
+    user: float | None = None
+    period: float = 7 * 86400.0
+
+    def __bool__(self) -> bool:
+        return self.job is not None or self.user is not None
+
+
+LIMIT_KEYS = ("job-qpu-seconds", "user-qpu-seconds", "period")
+
+
+def parse_limits(value: Any) -> Limits:
+    """Validate ``[fluxqr] limits`` (a TOML table); every error is one line."""
+    where = "[fluxqr] limits"
+    if value is None:
+        return Limits()
+    if not isinstance(value, dict):
+        raise FluxqrError(f"{where} must be a TOML table, not {type(value).__name__}",
+                          fix='e.g. limits = { job-qpu-seconds = 600, user-qpu-seconds = 3600, '
+                              'period = "7d" }')
+    unknown = sorted(set(value) - set(LIMIT_KEYS))
+    if unknown:
+        raise FluxqrError(f"{where}: unknown key(s) {', '.join(unknown)}",
+                          fix=f"use {', '.join(LIMIT_KEYS)}")
+    out = {}
+    for key, attr in (("job-qpu-seconds", "job"), ("user-qpu-seconds", "user"),
+                      ("period", "period")):
+        if key in value:
+            out[attr] = parse_seconds(value[key], f"{where}.{key}")
+    return Limits(**out)
 
 
 def settings(config: dict[str, Any], args: tuple[str, ...]) -> dict[str, Any]:
@@ -32,17 +102,20 @@ def settings(config: dict[str, Any], args: tuple[str, ...]) -> dict[str, Any]:
             raise FluxqrError(f"module argument '{arg}' is not key=value",
                               fix="e.g. flux module load fluxqr.py devices=/etc/fluxqr.yaml")
         table[key.strip().replace("_", "-")] = value.strip()
-    unknown = set(table) - {"devices", "session-dir", *DEFAULTS}
+    unknown = set(table) - set(KNOWN)
     if unknown:
         raise FluxqrError(f"unknown fluxqr setting(s): {', '.join(sorted(unknown))}",
-                          fix="use devices, interval, timeout, failure-threshold, session-dir, "
-                              "vendor-job-seconds, idle-timeout")
+                          fix=f"use {', '.join(KNOWN)}")
     if not table.get("devices"):
         raise FluxqrError("no devices file configured",
                           fix="set [fluxqr] devices = \"/path/devices.yaml\" or pass devices=FILE")
     out: dict[str, Any] = dict(DEFAULTS, devices=str(table["devices"]))
     if table.get("session-dir"):
         out["session-dir"] = str(table["session-dir"])
+    if table.get("accounting-db"):
+        out["accounting-db"] = str(table["accounting-db"])
+    if "limits" in table:  # absent = no limits; callers use settings.get("limits", Limits())
+        out["limits"] = parse_limits(table["limits"])
     try:
         if "interval" in table:
             out["interval"] = float(table["interval"])

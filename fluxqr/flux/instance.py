@@ -214,3 +214,22 @@ def submit(handle: Any, jobspec: dict[str, Any], *, urgency: int | None = None,
             raise JobspecError(f"the instance rejected the jobspec: {msg}",
                                fix=INGEST_FIX) from None
         raise JobspecError(f"the instance rejected the jobspec: {msg}") from None
+
+
+def _attr(handle: Any, name: str) -> str | None:
+    try:
+        return rpc(handle, "attr.get", {"name": name}, nodeid=0)["value"] or None
+    except OSError:  # ENOENT: the attribute is not set in this instance
+        return None
+
+
+def accounting_db(handle: Any, conf: dict[str, Any] | None = None) -> str:
+    """The QPU accounting database of the instance: ``[fluxqr] accounting-db``, else
+    ``<statedir>/fluxqr/accounting.db`` (``<rundir>/...`` without a statedir)."""
+    from fluxqr.core.accounting import default_path
+
+    conf = config(handle) if conf is None else conf
+    path = (conf.get("fluxqr") or {}).get("accounting-db")
+    if path:
+        return str(path)
+    return default_path(_attr(handle, "statedir"), _attr(handle, "rundir"))
