@@ -35,11 +35,9 @@ SPACK_NAMES = {
     "qrmi": "py-qrmi",
     "mqt-core": "py-mqt-core",
     "amazon-braket-sdk": "py-amazon-braket-sdk",
-    # flux-python is the bindings flux-core builds and installs itself
-    "flux-python": "flux-core",
 }
 #: extras that are not vendor SDKs: "all" aggregates the SDK extras, "dev" is for developers,
-#: "flux" is the Flux bindings (a run dependency on flux-core, always).
+#: "flux" is what Flux's own Python bindings import (in Spack, flux-core depends on those).
 NOT_VARIANTS = {"all", "dev", "flux"}
 #: Spack packages the recipe needs that pyproject cannot name.
 SPACK_ONLY = {"flux-core", "flux-sched"}
@@ -244,10 +242,6 @@ def test_all_extra_is_exactly_the_variants(pyproject: dict) -> None:
 
 
 def test_flux_is_a_run_dependency(recipe: Recipe, pyproject: dict) -> None:
-    (text,) = _extras(pyproject)["flux"]
-    name, lower = _requirement(text)
-    assert _spack_name(name) == "flux-core"
-    _expect(recipe, name, lower, None, {"run"}, "extra 'flux'")
     for pkg in SPACK_ONLY:
         found = recipe.deps_named(pkg)
         assert found and "run" in found[0].types, f"the recipe needs depends_on({pkg!r}, " \

@@ -80,7 +80,7 @@ class PyFluxqr(PythonPackage):
             extra_env={"PYTHONPATH": pythonpath},
         )
 
-    def setup_run_environment(self, env: EnvironmentModifications) -> None:
+    def setup_run_environment(self, env):
         # flux runs <FLUX_EXEC_PATH>/flux-qr.py as `flux qr` and loads the --qpu options of
         # flux submit/run/batch/alloc from FLUX_CLI_PLUGINPATH. The broker module is
         # <prefix>/share/fluxqr/flux/modules/fluxqr.py (flux module load PATH).
