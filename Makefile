@@ -4,10 +4,11 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.fluxqr-installed
 
-# Flux (flux-core + flux-sched) is found on PATH or under FLUX_PREFIX; when it is missing,
-# `make flux` builds it there from the upstream release sources (FLUX_SOURCES: a directory
-# holding the release tarballs; empty: download them).
-FLUX_PREFIX  ?= /opt/flux
+# Flux (flux-core + flux-sched) is found on PATH or under FLUX_PREFIX (unset: /opt/flux, then
+# ~/.local/flux); when it is missing, `make flux` builds it from the upstream release sources
+# (FLUX_SOURCES: a directory holding the release tarballs; empty: download them) into
+# FLUX_PREFIX, else /opt/flux when writable, else ~/.local/flux.
+FLUX_PREFIX  ?=
 FLUX_SOURCES ?=
 export FLUX_PREFIX
 
@@ -16,11 +17,12 @@ export FLUX_PREFIX
 setup: have-flux $(STAMP)
 
 flux:
-	scripts/build-flux.sh --prefix "$(FLUX_PREFIX)" $(if $(FLUX_SOURCES),--sources "$(FLUX_SOURCES)")
+	scripts/build-flux.sh $(if $(FLUX_PREFIX),--prefix "$(FLUX_PREFIX)") \
+		$(if $(FLUX_SOURCES),--sources "$(FLUX_SOURCES)")
 
 # Build Flux only when no Flux with Fluxion is found; the venv then links its bindings.
 have-flux:
-	@if scripts/build-flux.sh --check --prefix "$(FLUX_PREFIX)"; then :; else \
+	@if scripts/build-flux.sh --check $(if $(FLUX_PREFIX),--prefix "$(FLUX_PREFIX)"); then :; else \
 		$(MAKE) --no-print-directory flux && rm -f $(STAMP); fi
 
 $(STAMP): pyproject.toml

@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # Build flux-core and flux-sched (Fluxion) from their upstream release sources into a prefix.
 #
-#   scripts/build-flux.sh [--prefix DIR] [--sources DIR] [--no-deps] [--force]
+#   scripts/build-flux.sh [--prefix DIR] [--sources DIR] [--no-deps] [--force] [--dry-run]
 #
-# --prefix   where to install (default: $FLUX_PREFIX, else /opt/flux)
+# --prefix   where to install (default: $FLUX_PREFIX, else /opt/flux when it can be written,
+#            else ~/.local/flux -- the places fluxqr.flux.env looks)
 # --sources  a directory holding flux-core-$CORE.tar.gz and flux-sched-$SCHED.tar.gz (release
 #            tarballs or git-tree archives); without it they are downloaded from the upstream
 #            GitHub releases into the build directory
 # --no-deps  do not apt-get the build dependencies (report missing ones instead)
 # --force    rebuild even when the prefix already holds this build
 # --check    build nothing: exit 0 when a Flux with Fluxion is on PATH or in the prefix
+# --dry-run  build nothing: say what would be built, where, from what, and what is missing
 #
 # Nothing of Flux is kept in the fluxqr tree: sources are unpacked and built under $BUILD_DIR
 # (default: a temporary directory, removed afterwards) and installed into the prefix. A stamp
@@ -18,25 +20,27 @@ set -euo pipefail
 
 CORE_VERSION=${FLUX_CORE_VERSION:-0.88.0}
 SCHED_VERSION=${FLUX_SCHED_VERSION:-0.54.0}
-PREFIX=${FLUX_PREFIX:-/opt/flux}
+PREFIX=${FLUX_PREFIX:-}
 SOURCES=${FLUX_SOURCES:-}
 DEPS=1
 FORCE=0
 CHECK=0
+DRY=0
 JOBS=${JOBS:-$(nproc 2>/dev/null || echo 2)}
 
 die() { echo "build-flux: $*" >&2; exit 1; }
 
 while [ $# -gt 0 ]; do
     case "$1" in
-        --prefix) PREFIX=$2; shift 2 ;;
+        --prefix) [ $# -ge 2 ] || die "--prefix needs a directory"; PREFIX=$2; shift 2 ;;
         --prefix=*) PREFIX=${1#*=}; shift ;;
-        --sources) SOURCES=$2; shift 2 ;;
+        --sources) [ $# -ge 2 ] || die "--sources needs a directory"; SOURCES=$2; shift 2 ;;
         --sources=*) SOURCES=${1#*=}; shift ;;
         --no-deps) DEPS=0; shift ;;
         --force) FORCE=1; shift ;;
         --check) CHECK=1; shift ;;
-        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+        --dry-run) DRY=1; shift ;;
+        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
         *) die "unknown option '$1' (see --help)" ;;
     esac
 done
@@ -47,11 +51,27 @@ has_fluxion() {  # has_fluxion FLUX-EXECUTABLE
     "$1" version >/dev/null 2>&1 && { [ -e "$prefix/libexec/flux/cmd/flux-ion-resource.py" ] \
         || [ -e "$prefix/lib/flux/cmd/flux-ion-resource.py" ]; }
 }
+# The default prefixes, in the order fluxqr.flux.env searches them.
+DEFAULT_PREFIXES="/opt/flux ${HOME:+$HOME/.local/flux}"
+writable() {  # writable DIR: DIR, or the nearest existing parent, can be written
+    local d=$1
+    while [ ! -e "$d" ]; do d=$(dirname "$d"); done
+    [ -d "$d" ] && [ -w "$d" ]
+}
 if [ "$CHECK" = 1 ]; then
     if command -v flux >/dev/null && has_fluxion "$(command -v flux)"; then exit 0; fi
-    [ -x "$PREFIX/bin/flux" ] && has_fluxion "$PREFIX/bin/flux" && exit 0
-    echo "build-flux: no Flux with Fluxion on PATH or in $PREFIX: building it" >&2
+    for p in ${PREFIX:-$DEFAULT_PREFIXES}; do
+        [ -x "$p/bin/flux" ] && has_fluxion "$p/bin/flux" && exit 0
+    done
+    echo "build-flux: no Flux with Fluxion on PATH or in ${PREFIX:-$DEFAULT_PREFIXES}:" \
+         "building it" >&2
     exit 1
+fi
+if [ -z "$PREFIX" ]; then
+    for p in $DEFAULT_PREFIXES; do
+        if writable "$p"; then PREFIX=$p; break; fi
+    done
+    [ -n "$PREFIX" ] || die "none of $DEFAULT_PREFIXES can be written (use --prefix DIR)"
 fi
 
 STAMP="$PREFIX/.fluxqr-build"
@@ -62,9 +82,11 @@ if [ "$FORCE" = 0 ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ] \
     exit 0
 fi
 
-# Debian packages flux-core and flux-sched need (from their scripts/install-deps-deb.sh).
+# Debian packages flux-core and flux-sched need (from their scripts/install-deps-deb.sh;
+# real package names, not virtual ones like liblua5.1-dev, which dpkg-query never reports
+# installed).
 DEB_DEPS="autoconf automake libtool make pkg-config libc6-dev libzmq3-dev uuid-dev
-libjansson-dev liblz4-dev libarchive-dev libhwloc-dev libsqlite3-dev lua5.1 liblua5.1-dev
+libjansson-dev liblz4-dev libarchive-dev libhwloc-dev libsqlite3-dev lua5.1 liblua5.1-0-dev
 lua-posix python3-dev python3-cffi python3-ply python3-setuptools python3-yaml
 python3-jsonschema jq libboost-dev libboost-graph-dev libedit-dev libyaml-cpp-dev ninja-build
 cmake curl ca-certificates"
@@ -77,6 +99,22 @@ missing_debs() {
     done
     echo "$missing"
 }
+
+if [ "$DRY" = 1 ]; then
+    echo "build-flux: would build $WANT into $PREFIX" \
+         "($(writable "$PREFIX" && echo writable || echo NOT writable))"
+    if [ -n "$SOURCES" ]; then
+        for f in "flux-core-$CORE_VERSION.tar.gz" "flux-sched-$SCHED_VERSION.tar.gz"; do
+            echo "build-flux: source $SOURCES/$f$([ -f "$SOURCES/$f" ] || echo ' (MISSING)')"
+        done
+    else
+        echo "build-flux: sources downloaded from the flux-framework GitHub releases"
+    fi
+    if command -v dpkg-query >/dev/null; then
+        echo "build-flux: missing build dependencies:$(missing_debs)"
+    fi
+    exit 0
+fi
 
 if command -v dpkg-query >/dev/null; then
     MISSING=$(missing_debs)

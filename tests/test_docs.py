@@ -175,6 +175,62 @@ def needs(cmd: Command) -> str:
     return need
 
 
+def _tokens(text: str) -> list[str]:
+    """Shell words and operators (``>``, ``|``, ...) of a command line."""
+    lex = shlex.shlex(text, posix=True, punctuation_chars=True)
+    lex.whitespace_split = True
+    return list(lex)
+
+
+#: options of the shown commands that name a file the command writes
+OUTPUT_OPTIONS = ("-o", "--output")
+
+
+def writes(cmd: Command) -> set[str]:
+    """Files a command writes: redirections, ``tee FILE`` and ``-o/--output FILE``."""
+    tokens = _tokens(cmd.text)
+    out = set()
+    for k, tok in enumerate(tokens):
+        nxt = tokens[k + 1] if k + 1 < len(tokens) else None
+        if tok in (">", ">>", "tee", *OUTPUT_OPTIONS) and nxt and not nxt.startswith("-"):
+            out.add(nxt)
+        elif tok.startswith("--output="):
+            out.add(tok.split("=", 1)[1])
+    return out
+
+
+def unavailable_input(cmd: Command, unavailable: dict[str, Command]) -> str | None:
+    """A file the command names that only a skipped command would have written, else None."""
+    words = _tokens(cmd.text)
+    named = set(words) | {w.split("=", 1)[1] for w in words if w.startswith("--") and "=" in w}
+    return next((f for f in sorted(named - writes(cmd)) if f in unavailable), None)
+
+
+def plan(cmds: list[Command], have_flux: bool) -> list[tuple[Command, str | None]]:
+    """Each command with the reason it cannot run here (None: run it).
+
+    Without Flux, a command that needs Flux is skipped, and so is every later command that
+    reads a file one of the skipped commands writes (``flux R encode > classical.json``
+    then ``fluxqr graph build --input classical.json``): run without that file it would
+    fail for a reason that is not its own.
+    """
+    unavailable: dict[str, Command] = {}  # file -> the skipped command that writes it
+    out: list[tuple[Command, str | None]] = []
+    for cmd in cmds:
+        reason = None
+        if needs(cmd) != "none" and not have_flux:
+            reason = "needs Flux"
+        elif (f := unavailable_input(cmd, unavailable)) is not None:
+            reason = f"reads {f}, which `{unavailable[f].text}` ({unavailable[f].where}) writes"
+        for f in writes(cmd):
+            if reason:
+                unavailable[f] = cmd
+            else:
+                unavailable.pop(f, None)
+        out.append((cmd, reason))
+    return out
+
+
 # -- running commands ----------------------------------------------------------------------
 
 
@@ -272,12 +328,11 @@ def test_every_command_on_the_page_works(page: Path, request, tmp_path: Path) ->
     workdir = _workdir(tmp_path / "work")
     shims = _shims(tmp_path / "bin")
     skipped = []
-    for cmd in (c for c in commands(page) if c.prompt == "$"):
-        need = needs(cmd)
-        if need != "none" and not HAVE_FLUX:
-            skipped.append(cmd)
+    for cmd, reason in plan([c for c in commands(page) if c.prompt == "$"], HAVE_FLUX):
+        if reason:
+            skipped.append(f"{cmd.where} `{cmd.text}` {reason}")
             continue
-        if need == "instance":
+        if needs(cmd) == "instance":
             inst = request.getfixturevalue("instance")
             env = _env(inst.env, workdir, shims)
         else:
@@ -285,7 +340,7 @@ def test_every_command_on_the_page_works(page: Path, request, tmp_path: Path) ->
                        shims)
         run_command(cmd, workdir, env)
     if skipped:
-        pytest.skip(f"{len(skipped)} command(s) need Flux: {SKIP_REASON}")
+        pytest.skip(f"{len(skipped)} command(s) not run, {SKIP_REASON}: " + "; ".join(skipped))
 
 
 # -- the conventions -----------------------------------------------------------------------
@@ -307,6 +362,26 @@ def test_docs_show_commands_of_every_kind() -> None:
     sub = next(a for a in parser._actions if a.dest == "command")
     missing = set(sub.choices) - shown - NOT_SHOWN
     assert not missing, f"no page shows `fluxqr {sorted(missing)[0]}` being run"
+
+
+def test_commands_reading_a_skipped_commands_output_are_skipped_with_it() -> None:
+    page = DOCS / "admin.rst"
+    cmds = [Command(page, n, "$", text) for n, text in enumerate([
+        "flux R encode --hosts=node[0-1] --cores=0-3 > classical.json",
+        "fluxqr graph build --input classical.json --devices devices.yaml -o R.json",
+        "fluxqr graph show R.json",
+        "fluxqr graph build --nodes 2 --cores 4 --devices devices.yaml --output=R.json",
+        "fluxqr graph show R.json | tee shown.txt",
+        "fluxqr devices --devices devices.yaml",
+    ], start=1)]
+    without = [reason for _, reason in plan(cmds, have_flux=False)]
+    assert without[0] == "needs Flux"
+    assert without[1] and "reads classical.json" in without[1] and ":1)" in without[1]
+    assert without[2] and "reads R.json" in without[2] and ":2)" in without[2]
+    # R.json written again by a command that runs: its readers run again
+    assert without[3:] == [None, None, None]
+    assert [reason for _, reason in plan(cmds, have_flux=True)] == [None] * len(cmds)
+    assert writes(cmds[4]) == {"shown.txt"} and writes(cmds[3]) == {"R.json"}
 
 
 def test_index_names_the_files_the_examples_run_with() -> None:

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import ast
 import re
+import shutil
+import subprocess
+import sys
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,11 +38,9 @@ SPACK_NAMES = {
     "qrmi": "py-qrmi",
     "mqt-core": "py-mqt-core",
     "amazon-braket-sdk": "py-amazon-braket-sdk",
-    # flux-python is the bindings flux-core builds and installs itself
-    "flux-python": "flux-core",
 }
 #: extras that are not vendor SDKs: "all" aggregates the SDK extras, "dev" is for developers,
-#: "flux" is the Flux bindings (a run dependency on flux-core, always).
+#: "flux" is what Flux's own Python bindings import (in Spack, flux-core depends on those).
 NOT_VARIANTS = {"all", "dev", "flux"}
 #: Spack packages the recipe needs that pyproject cannot name.
 SPACK_ONLY = {"flux-core", "flux-sched"}
@@ -244,10 +245,6 @@ def test_all_extra_is_exactly_the_variants(pyproject: dict) -> None:
 
 
 def test_flux_is_a_run_dependency(recipe: Recipe, pyproject: dict) -> None:
-    (text,) = _extras(pyproject)["flux"]
-    name, lower = _requirement(text)
-    assert _spack_name(name) == "flux-core"
-    _expect(recipe, name, lower, None, {"run"}, "extra 'flux'")
     for pkg in SPACK_ONLY:
         found = recipe.deps_named(pkg)
         assert found and "run" in found[0].types, f"the recipe needs depends_on({pkg!r}, " \
@@ -300,3 +297,56 @@ def test_repo_yaml_names_the_namespace_and_its_layout(recipe: Recipe) -> None:
             cls = "".join(p.capitalize() for p in d.split("_"))
         source = (packages / d / "package.py").read_text()
         assert f"class {cls}(" in source, f"{d}/package.py must define class {cls}"
+
+
+# -- with a real Spack (skipped without one) -----------------------------------------------
+
+SPACK_EXE = shutil.which("spack")
+requires_spack = pytest.mark.skipif(not SPACK_EXE, reason="no `spack` on PATH (these checks "
+                                    "run the recipe through a real Spack)")
+#: Spack package -> the import distribution name that satisfies it as an external
+EXTERNAL_DISTS = {v: k for k, v in SPACK_NAMES.items() if v.startswith("py-")}
+
+
+def _externals_scope(directory: Path) -> Path:
+    """A Spack config scope: this repo, and Python, its packages and Flux as externals."""
+    from importlib import metadata
+
+    from fluxqr.flux import env as fluxenv
+
+    flux = fluxenv.flux_command()
+    if not flux or not fluxenv.has_fluxion():
+        pytest.skip("no Flux with Fluxion to declare as the external flux-core/flux-sched")
+    flux_prefix = str(Path(flux).resolve().parent.parent)
+    version = subprocess.run([flux, "version"], capture_output=True, text=True,
+                             check=True).stdout.split()[1]
+    pkgs: dict = {
+        "python": {"buildable": False, "externals": [
+            {"spec": "python@" + ".".join(map(str, sys.version_info[:3])),
+             "prefix": sys.base_prefix}]},
+        "flux-core": {"buildable": False, "require": "@0.84:", "externals": [
+            {"spec": f"flux-core@{version}", "prefix": flux_prefix}]},
+        "flux-sched": {"buildable": False, "require": "@0.51:", "externals": [
+            {"spec": "flux-sched@0.54.0", "prefix": flux_prefix}]},
+    }
+    for spack_name, dist in EXTERNAL_DISTS.items():
+        try:
+            pkgs[spack_name] = {"buildable": False, "externals": [
+                {"spec": f"{spack_name}@{metadata.version(dist)}", "prefix": sys.prefix}]}
+        except metadata.PackageNotFoundError:
+            continue
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "packages.yaml").write_text(yaml.safe_dump({"packages": pkgs}))
+    (directory / "repos.yaml").write_text(yaml.safe_dump({"repos": [str(SPACK)]}))
+    return directory
+
+
+@requires_spack
+@pytest.mark.parametrize("variant", ["", *(f"+{e}" for e in _sdk_extras(
+    tomllib.loads((ROOT / "pyproject.toml").read_text())))])
+def test_spack_concretizes_each_variant_with_externals(variant: str, tmp_path: Path) -> None:
+    scope = _externals_scope(tmp_path / "scope")
+    r = subprocess.run([SPACK_EXE, "-C", str(scope), "spec", f"py-fluxqr{variant}"],
+                       capture_output=True, text=True, timeout=1200)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "py-fluxqr" in r.stdout and "flux-core@" in r.stdout

@@ -33,6 +33,9 @@ import os
 import sys
 
 _python = {python!r}
+# where fluxqr and its dependencies were installed (a Spack prefix needs no `spack load`)
+_path = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+os.environ["PYTHONPATH"] = os.pathsep.join([p for p in {paths!r} if p not in _path] + _path)
 os.execv(_python, [_python, "-c",
                    "from fluxqr.cli import console_main; console_main('flux qr')",
                    *sys.argv[1:]])
@@ -117,9 +120,11 @@ def _system_shell_dir() -> str:
 
 def search_paths() -> list[str]:
     """Directories that make ``import fluxqr`` and its dependencies work from Flux's Python."""
-    paths = [str(Path(__file__).resolve().parent.parent)]
+    paths = [str(Path(__file__).resolve().parents[2])]  # the directory holding fluxqr/
+    # PYTHONPATH too: under Spack each dependency has its own prefix, listed there
+    pythonpath = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     for p in [sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"],
-              *site.getsitepackages()]:
+              *site.getsitepackages(), *pythonpath]:
         if p not in paths:
             paths.append(p)
     return paths
@@ -139,7 +144,8 @@ def install(prefix: str | os.PathLike) -> dict[str, Path]:
     """Write the command, CLI plugin, broker module, ingest plugins and job shell files."""
     prefix = Path(prefix)
     files = {
-        "command": (prefix / "cmd" / "flux-qr.py", COMMAND.format(python=sys.executable)),
+        "command": (prefix / "cmd" / "flux-qr.py",
+                    COMMAND.format(python=sys.executable, paths=search_paths())),
         "plugin": (prefix / "cli" / "plugins" / "fluxqr.py", PLUGIN.format(paths=search_paths())),
         "module": (prefix / "modules" / "fluxqr.py", MODULE.format(paths=search_paths())),
         "frobnicator": (prefix / "ingest" / FROBNICATOR_SHIM,

@@ -5,6 +5,7 @@
 # Spack recipes take their names (PythonPackage, depends_on, ...) from a star import.
 # ruff: noqa: F403, F405
 
+import glob
 import os
 
 from spack.package import *
@@ -51,10 +52,14 @@ class PyFluxqr(PythonPackage):
     depends_on("py-qiskit@1.3:", type=("build", "run"), when="+qdmi")
     depends_on("py-amazon-braket-sdk@1.88:", type=("build", "run"), when="+braket")
 
-    # Flux itself: the `flux` extra (flux-python, the bindings flux-core ships) and Fluxion.
-    # Tested with flux-core 0.88 and flux-sched 0.54.
-    depends_on("flux-core@0.80:", type="run")
-    depends_on("flux-sched", type="run")
+    # Flux itself, with its Python bindings (and what they import: flux-core depends on
+    # py-cffi, py-ply, py-pyyaml). Python broker modules need flux-core 0.84; the path-array
+    # set_property RPCs need flux-sched 0.51. Tested with flux-core 0.88 and flux-sched 0.54.
+    # Spack's builtin repository may stop below these: use the site's Flux as an external
+    # (docs/admin.rst shows the packages.yaml). Also a build dependency: the install step
+    # asks that flux where its shell initrc lives.
+    depends_on("flux-core@0.84:", type=("build", "run"))
+    depends_on("flux-sched@0.51:", type="run")
 
     # These import `flux`, which only Flux's own environment provides.
     skip_modules = ["fluxqr.agent.module", "fluxqr.flux.cliplugin"]
@@ -67,20 +72,30 @@ class PyFluxqr(PythonPackage):
     @run_after("install")
     def install_flux_files(self):
         """Write the flux qr command, the submit plugin, the broker module and the job
-        shell plugin under share/fluxqr/flux, recording this Python and site-packages."""
-        site = join_path(self.prefix, self.spec["python"].package.purelib)
+        shell plugin under share/fluxqr/flux, recording this Python and the installed
+        site-packages (fluxqr's and its dependencies'), so they work without `spack load`."""
+        # where pip really put it: a guess from the Python's scheme is wrong for Debian's
+        inits = glob.glob(join_path(self.prefix, "lib*", "python*", "*-packages", "fluxqr",
+                                    "__init__.py"))
+        if not inits:
+            raise InstallError(f"fluxqr was not installed under {self.prefix}")
+        site = os.path.dirname(os.path.dirname(inits[0]))
+        # Spack's build environment lists the dependencies' site-packages on PYTHONPATH:
+        # flux-install records those too. Run it from the prefix, not the stage, so the
+        # fluxqr it imports (and records) is the installed one.
         pythonpath = os.pathsep.join(p for p in (site, os.environ.get("PYTHONPATH")) if p)
-        python = self.spec["python"].command
-        python(
-            "-m",
-            "fluxqr.cli",
-            "flux-install",
-            "--prefix",
-            self.flux_prefix,
-            extra_env={"PYTHONPATH": pythonpath},
-        )
+        path = os.pathsep.join([self.spec["flux-core"].prefix.bin, os.environ.get("PATH", "")])
+        with working_dir(self.prefix):
+            self.spec["python"].command(
+                "-m",
+                "fluxqr.cli",
+                "flux-install",
+                "--prefix",
+                self.flux_prefix,
+                extra_env={"PYTHONPATH": pythonpath, "PATH": path},
+            )
 
-    def setup_run_environment(self, env: EnvironmentModifications) -> None:
+    def setup_run_environment(self, env):
         # flux runs <FLUX_EXEC_PATH>/flux-qr.py as `flux qr` and loads the --qpu options of
         # flux submit/run/batch/alloc from FLUX_CLI_PLUGINPATH. The broker module is
         # <prefix>/share/fluxqr/flux/modules/fluxqr.py (flux module load PATH).

@@ -1,0 +1,33 @@
+# Copyright fluxqr developers.
+#
+# SPDX-License-Identifier: Apache-2.0
+
+# ruff: noqa: F403, F405
+
+from spack.package import *
+
+
+class PyQiskit(PythonPackage):
+    """Qiskit: an SDK for quantum circuits, pulses and algorithms.
+
+    A placeholder for a site's own installation of the ``qiskit`` PyPI package, which
+    Spack's builtin repository does not carry (or carries too old for fluxqr): it is
+    never built, only used as an external (see fluxqr's docs/admin.rst, "With Spack")."""
+
+    homepage = "https://www.ibm.com/quantum/qiskit"
+    pypi = "qiskit/qiskit-1.3.0.tar.gz"
+
+    # Placeholder versions for concretization: an external declares the real one.
+    version("1.3.0")
+
+    extends("python")
+
+    import_modules = ["qiskit"]
+
+    @property
+    def fetcher(self):
+        raise InstallError(
+            f"{self.name} is not built by Spack: pip-install {self.pypi.split('/')[0]} into "
+            f"a prefix and declare it an external in packages.yaml (packages: {self.name}: "
+            f"externals: [{{spec: {self.name}@VERSION, prefix: PREFIX}}], buildable: false)"
+        )
