@@ -2,32 +2,43 @@
 
 A real Flux instance shaped like a cluster (flux-core's ``[fake-resources]``, its R
 replaced through ``amend-r`` by the R that ``fluxqr graph build`` writes with the QPU
-vertices), a background load of classical jobs with mock execution
-(``system.exec.test.run_duration``), and a workload of hybrid jobs (nodes + the QPU)
-against the discrete-event IBM QCS stand-in (``tests/standins``; the real ``qrmi`` client
-talks to it) at several vendor-queue regimes. Every arm runs the same workload:
+vertices) and set up as the admin guide says (fluxqr's ingest frobnicator/validator,
+``[fluxqr]``, the agent loaded as a broker module), a background load of classical jobs
+with mock execution (``system.exec.test.run_duration``), and a workload of hybrid jobs
+(nodes + the QPU) against the discrete-event IBM QCS stand-in (``tests/standins``; the
+real ``qrmi`` client talks to it) at several vendor-queue regimes. Every arm runs the
+same workload:
 
-* ``now``: today's co-allocation. The job's task opens the session when the job starts
-  (qrmi ``acquire`` + ``task_start``) and waits for the vendor; the nodes idle meanwhile.
-* ``scout``: flux-quantum's shape on stock Flux: the hybrid job is submitted held
+* ``now`` / ``ready`` / ``predicted``: fluxqr's agent with that start mode. Hybrid jobs are
+  submitted as ``flux submit --qpu-device=... --qpu-start=MODE`` does: the request is
+  recorded (:func:`fluxqr.flux.submit.add_quantum`), the CLI plugin's
+  :func:`~fluxqr.flux.cliplugin.hold` decides the hold (urgency 0, the user's urgency kept
+  in the jobspec), and the instance's frobnicator resolves it. ``now`` is today's
+  co-allocation: the agent opens the session at allocation, the nodes idle meanwhile.
+* ``scout``: flux-quantum's shape on stock Flux (no agent): the hybrid job is submitted held
   (urgency 0) with a 1-core scout job; the scout opens the session and queues an anchor
   task, and when the anchor runs (session active) it releases the held job and ends.
-* ``ready`` / ``predicted``: fluxqr's agent (issue 10): ``--qpu-start=ready|predicted``,
-  the agent module loaded with ``devices=``. Reported as "agent not available" when the
-  agent in this checkout does not offer start modes.
 
 Hybrid jobs have mock execution too (fake nodes run no processes): the benchmark plays
-their task in a thread — on the job's ``start`` event it runs the job's vendor tasks
-with the real qrmi client (classical compute between them), then ends the job
+their task in a thread — on the job's ``start`` event it gets the session from the agent's
+``fluxqr.session-env`` service (what the job shell gives real tasks), runs the job's vendor
+tasks with the real qrmi client (classical compute between them), then ends the job
 (``flux cancel``), which frees its nodes as the job's exit would.
 
-All figures are model seconds (the vendor's clock: ``--time-scale`` model seconds per wall
-second; the classical side is converted with the same scale):
+Time is compressed (``--time-scale`` model seconds per wall second, the vendor's clock).
+The agent works in wall seconds, so it is configured in wall seconds too: its
+``idle-timeout`` is the vendor's interactive TTL and ``vendor-job-seconds`` the mean
+service time of other users' jobs, both divided by the time scale; jobs carry a duration
+(Fluxion's start estimates need one) of ``walltime_factor`` × their run time. All figures
+are model seconds:
 
 * idle node·s per hybrid job: nodes × the time its vendor tasks waited in the vendor
   queue while the job held its nodes (mean, p95);
-* gap: classical start − session activation (negative: the nodes started first);
-* idle-timeout expiries of the hybrid jobs' sessions, billed session seconds per job;
+* gap: classical start − session activation (negative: the nodes started first), and its
+  two parts for the held arms: activation → release (the agent) and release → start
+  (Fluxion);
+* idle-timeout expiries of the hybrid jobs' sessions before their last task was queued
+  (those that cost a re-queue or a lapsed grant), billed session seconds per job;
 * hybrid turnaround (submit → end), background slowdown ((wait + run) / run, mean),
   utilisation (allocated node·s / (nodes × span)); for ``scout`` also its core·s.
 
@@ -86,6 +97,7 @@ class Knobs:
     service_sigma: float = 0.5
     task_service: float = 20.0          # one of our vendor tasks, model s
     interactive_ttl: float = 60.0
+    walltime_factor: float = 1.0        # job duration (Fluxion's estimates) / its run time
     regimes: tuple[tuple[str, float, float], ...] = (
         ("empty", 0.0, 0.3), ("minutes", 300.0, 0.95), ("hour", 3600.0, 0.95))
     seed: int = 11
@@ -153,14 +165,18 @@ class Cluster:
     def start(self) -> Cluster:
         import flux
 
+        from fluxqr.flux import install as fluxinstall
         from fluxqr.flux.localinstance import LocalInstance
 
-        inst = LocalInstance(self.work / "flux", self.r_path, size=1, validator=False,
-                             env=self._env())
+        k = self.knobs
+        inst = LocalInstance(self.work / "flux", self.r_path, size=1, devices=self.devices,
+                             agent=False, env=self._env())
+        # The admin guide's setup (ingest plugins, [fluxqr]), on fake resources, with the
+        # agent's clock settings in wall seconds (see the module docstring).
         inst.config_text = f"""
 [fake-resources]
-nnodes = {self.knobs.nodes}
-cores-per-node = {self.knobs.cores_per_node}
+nnodes = {k.nodes}
+cores-per-node = {k.cores_per_node}
 host-prefix = "fake"
 amend-r = "{self.amender}"
 
@@ -170,11 +186,17 @@ match-format = "rv1"
 [sched-fluxion-qmanager]
 queue-policy = "easy"
 
+{fluxinstall.ingest_config(inst.files)}
 [fluxqr]
 devices = "{self.devices}"
+idle-timeout = {k.interactive_ttl / k.time_scale:.4f}
+vendor-job-seconds = {k.mean_service() / k.time_scale:.4f}
 """
         self.inst = inst.start()
         self.h = flux.Flux(self.inst.uri)
+        from fluxqr.flux import instance
+
+        self.conf = instance.config(self.h)
         return self
 
     def handle(self) -> Any:
@@ -196,32 +218,39 @@ devices = "{self.devices}"
 # -- jobs -------------------------------------------------------------------------------------
 
 
-def classical_jobspec(nodes: int, cores: int, run_model_s: float, scale: float) -> dict:
+def classical_jobspec(nodes: int, cores: int, run_model_s: float, knobs: Knobs,
+                      duration_model_s: float | None = None) -> Any:
+    """A ``JobspecV1`` with mock execution of ``run_model_s`` and a duration (model s)."""
     from flux.job import JobspecV1
 
+    scale = knobs.time_scale
     spec = JobspecV1.from_command(["true"], num_nodes=nodes, num_tasks=nodes,
                                   cores_per_task=cores, exclusive=True)
     spec.setattr("system.exec.test.run_duration", f"{run_model_s / scale:.3f}s")
-    return json.loads(spec.dumps())
-
-
-def hybrid_jobspec(cluster: Cluster, start: str | None = None) -> dict:
-    """Nodes + the QPU, as fluxqr's submit plugin builds it (resolved against the R)."""
-    from fluxqr.core.jobspec import QuantumRequest, apply_quantum
-
-    knobs = cluster.knobs
-    spec = classical_jobspec(knobs.hybrid_nodes, knobs.cores_per_node, LONG, 1.0)
-    req = QuantumRequest(qpus=1, qubits=2, device=DEVICE)
-    apply_quantum(spec, req, cluster.view)
-    if start is not None:
-        spec["attributes"]["system"]["quantum"]["request"]["start"] = start
+    duration = duration_model_s if duration_model_s is not None else \
+        run_model_s * knobs.walltime_factor
+    spec.duration = max(1.0, math.ceil(duration / scale))
     return spec
+
+
+def hybrid_jobspec(cluster: Cluster, start: str, wait_model_s: float) -> Any:
+    """Nodes + a request for the QPU, as ``flux submit --qpu-device --qpu-start`` records it
+    (the instance's frobnicator resolves it). Its duration covers its vendor work and three
+    times the regime's vendor wait (a user's generous estimate); the benchmark ends it."""
+    from fluxqr.flux.submit import add_quantum
+
+    k = cluster.knobs
+    work = k.vendor_tasks * (k.task_service + k.compute_between)
+    spec = classical_jobspec(k.hybrid_nodes, k.cores_per_node, LONG, k,
+                             duration_model_s=work + 3 * wait_model_s + 900)
+    return add_quantum(spec, qubits=2, device=DEVICE, start=start)
 
 
 @dataclass
 class HybridRecord:
     jobid: int
     submitted: float                      # model s
+    released: float | None = None         # urgency restored (held arms)
     start: float | None = None
     end: float | None = None
     session_id: str | None = None
@@ -233,8 +262,9 @@ class HybridRecord:
 class Workload:
     """One (regime, arm) run: background load, hybrid submissions, the tasks' threads."""
 
-    def __init__(self, cluster: Cluster, arm: Arm, rng: random.Random):
+    def __init__(self, cluster: Cluster, arm: Arm, rng: random.Random, wait: float):
         self.c, self.k, self.arm, self.rng = cluster, cluster.knobs, arm, rng
+        self.wait = wait  # the regime's vendor wait, model s
         self.hybrids: list[HybridRecord] = []
         self.background: dict[int, float] = {}  # jobid -> run duration, model s
         self._stop = threading.Event()
@@ -257,8 +287,8 @@ class Workload:
         while not self._stop.is_set():
             nodes = self.rng.choice(self.k.background_nodes)
             run = self.rng.uniform(*self.k.background_run)
-            spec = classical_jobspec(nodes, self.k.cores_per_node, run, self.k.time_scale)
-            self.background[int(flux.job.submit(h, json.dumps(spec)))] = run
+            spec = classical_jobspec(nodes, self.k.cores_per_node, run, self.k)
+            self.background[int(flux.job.submit(h, spec))] = run
             self._stop.wait(self.wall(self.rng.expovariate(rate)))
 
     def _task(self, rec: HybridRecord) -> None:
@@ -335,39 +365,55 @@ class Arm:
     """A start mode: how hybrid jobs are submitted, and what their task does."""
 
     name = "arm"
-    agent = False
-
-    def available(self, cluster: Cluster) -> str | None:
-        """None if the arm can run, else why not."""
-        return None
 
     def prepare(self, cluster: Cluster) -> None:
-        """Before the arm's runs (e.g. load a module)."""
+        """Before the arm's runs (e.g. load the agent)."""
 
     def submit(self, w: Workload, rec: HybridRecord) -> int:
-        import flux.job
-
-        return int(flux.job.submit(w.c.h, json.dumps(hybrid_jobspec(w.c))))
+        raise NotImplementedError
 
     def task_resource(self, w: Workload, rec: HybridRecord, h: Any) -> tuple[Any, str]:
         """The task's qrmi resource and the session id it uses (called at job start)."""
-        res = qrmi_resource(w.c)
-        return res, res.acquire()
+        raise NotImplementedError
 
     def task_end(self, w: Workload, rec: HybridRecord, res: Any) -> None:
-        res.release(rec.session_id)
+        """After the task's last vendor task (the job ends right after)."""
 
     def cleanup(self, w: Workload) -> None:
         """After the run (e.g. stop scouts)."""
 
     def finish(self, cluster: Cluster) -> None:
-        """After the arm's runs (e.g. unload a module)."""
+        """After the arm's runs (e.g. unload the agent)."""
 
 
-class NowArm(Arm):
-    """Today's co-allocation: the session opens when the job starts."""
+class AgentArm(Arm):
+    """fluxqr's agent with ``--qpu-start=<mode>``."""
 
-    name = "now"
+    def __init__(self, mode: str):
+        self.name = mode
+
+    def prepare(self, cluster: Cluster) -> None:
+        cluster.inst.load_agent()
+
+    def submit(self, w: Workload, rec: HybridRecord) -> int:
+        from fluxqr.flux.cliplugin import hold
+        from fluxqr.flux.submit import submit
+
+        spec = hybrid_jobspec(w.c, self.name, w.wait)
+        # What the CLI plugin does: hold (urgency 0, the user's 16 kept for the agent).
+        held = hold(spec, w.c.conf, 16)
+        return int(submit(spec, w.c.h, urgency=0 if held else 16))
+
+    def task_resource(self, w: Workload, rec: HybridRecord, h: Any) -> tuple[Any, str]:
+        # What the job shell plugin asks for a task (it answers once the session is open).
+        env = h.rpc("fluxqr.session-env", {"jobid": rec.jobid}).get()["env"]
+        sid = next(v for k, v in env.items()
+                   if k.endswith("_QRMI_JOB_ACQUISITION_TOKEN")
+                   or k.endswith("_QRMI_IBM_QCS_SESSION_ID"))
+        return qrmi_resource(w.c, session_id=sid), sid
+
+    def finish(self, cluster: Cluster) -> None:
+        cluster.inst.run(["flux", "module", "remove", "fluxqr"])
 
 
 class ScoutArm(Arm):
@@ -381,12 +427,14 @@ class ScoutArm(Arm):
     def submit(self, w: Workload, rec: HybridRecord) -> int:
         import flux.job
 
-        jobid = int(flux.job.submit(w.c.h, json.dumps(hybrid_jobspec(w.c)), urgency=0))
-        scout = classical_jobspec(1, 1, LONG, 1.0)
-        scout["resources"] = [{"type": "slot", "count": 1, "label": "task",
-                               "with": [{"type": "core", "count": 1}]}]
-        scout["tasks"][0]["count"] = {"per_slot": 1}
-        scout_id = int(flux.job.submit(w.c.h, json.dumps(scout)))
+        from fluxqr.flux.submit import submit
+
+        jobid = int(submit(hybrid_jobspec(w.c, "now", w.wait), w.c.h, urgency=0))
+        scout = classical_jobspec(1, 1, LONG, w.k, duration_model_s=w.wait * 3 + 900)
+        scout.jobspec["resources"] = [{"type": "slot", "count": 1, "label": "task",
+                                       "with": [{"type": "core", "count": 1}]}]
+        scout.jobspec["tasks"][0]["count"] = {"per_slot": 1}
+        scout_id = int(flux.job.submit(w.c.h, scout))
         threading.Thread(target=self._scout, args=(w, rec, jobid, scout_id),
                          daemon=True).start()
         return jobid
@@ -416,8 +464,10 @@ class ScoutArm(Arm):
 
     def task_resource(self, w: Workload, rec: HybridRecord, h: Any) -> tuple[Any, str]:
         sid = self.sessions[rec.jobid]
-        res = qrmi_resource(w.c, session_id=sid)
-        return res, sid
+        return qrmi_resource(w.c, session_id=sid), sid
+
+    def task_end(self, w: Workload, rec: HybridRecord, res: Any) -> None:
+        res.release(rec.session_id)
 
 
 def _qrmi() -> Any:
@@ -432,53 +482,8 @@ def run_anchor(res: Any) -> str:
     return res.task_start(payload)
 
 
-class AgentArm(Arm):
-    """fluxqr's agent (issue 10) with ``--qpu-start=<mode>``."""
-
-    agent = True
-
-    def __init__(self, mode: str):
-        self.name = mode
-
-    def available(self, cluster: Cluster) -> str | None:
-        try:
-            from fluxqr.core import jobspec
-        except ImportError as exc:  # pragma: no cover
-            return str(exc)
-        if not hasattr(jobspec, "start_mode"):
-            return "agent not available (no start modes in fluxqr.core.jobspec)"
-        return None
-
-    def prepare(self, cluster: Cluster) -> None:
-        inst = cluster.inst
-        r = inst.run(["flux", "module", "load", str(inst.module),
-                      f"devices={cluster.devices}"])
-        if r.returncode != 0:
-            raise RuntimeError(f"flux module load: {r.stderr.strip()}")
-
-    def submit(self, w: Workload, rec: HybridRecord) -> int:
-        import flux.job
-
-        spec = hybrid_jobspec(w.c, start=self.name)
-        spec["attributes"]["system"]["quantum"]["urgency"] = 16
-        return int(flux.job.submit(w.c.h, json.dumps(spec), urgency=0))
-
-    def task_resource(self, w: Workload, rec: HybridRecord, h: Any) -> tuple[Any, str]:
-        env = h.rpc("fluxqr.session-env", {"jobid": rec.jobid}).get()["env"]
-        sid = next(v for k, v in env.items()
-                   if k.endswith("_QRMI_JOB_ACQUISITION_TOKEN")
-                   or k.endswith("_QRMI_IBM_QCS_SESSION_ID"))
-        return qrmi_resource(w.c, session_id=sid), sid
-
-    def task_end(self, w: Workload, rec: HybridRecord, res: Any) -> None:
-        pass  # the agent closes the session when the job ends
-
-    def finish(self, cluster: Cluster) -> None:
-        cluster.inst.run(["flux", "module", "remove", "fluxqr"])
-
-
 ARMS: dict[str, Callable[[], Arm]] = {
-    "now": NowArm, "ready": lambda: AgentArm("ready"),
+    "now": lambda: AgentArm("now"), "ready": lambda: AgentArm("ready"),
     "predicted": lambda: AgentArm("predicted"), "scout": ScoutArm}
 
 
@@ -489,7 +494,13 @@ def metrics(w: Workload, vendor_log: dict[str, Any], jobs: dict[int, dict]) -> d
     k = w.k
     vjobs = {j["id"]: j for j in vendor_log["jobs"]}
     vsess = {s["id"]: s for s in vendor_log["sim_sessions"]}
+    expiries = {}  # session id -> model times of its interactive-timeout expiries
+    for ev in vendor_log.get("events", []):
+        if ev["op"] == "interactive-timeout":
+            expiries.setdefault(ev["session_id"], []).append(ev["t"])
     idle, gaps, billed, turnaround, timeouts, scout = [], [], [], [], 0, []
+    to_release, to_start, all_timeouts = [], [], 0
+    per_job: list[dict[str, Any]] = []
     errors = [r.error for r in w.hybrids if r.error]
     for rec in w.hybrids:
         if rec.error or rec.start is None or rec.end is None:
@@ -501,10 +512,26 @@ def metrics(w: Workload, vendor_log: dict[str, Any], jobs: dict[int, dict]) -> d
         if sess is not None:
             if sess["activated"] is not None:
                 gaps.append(rec.start - sess["activated"])
-            timeouts += sess["timeouts"]
+                if rec.released is not None:
+                    to_release.append(rec.released - sess["activated"])
+                    to_start.append(rec.start - rec.released)
+            # Expiries that cost something: before the job's last vendor task was queued
+            # (a task queued again, or a grant lapsed before the nodes came).
+            last = max((vjobs[t]["queued"] for t in rec.tasks), default=rec.end)
+            timeouts += sum(1 for t in expiries.get(sess["id"], []) if t < last)
+            all_timeouts += sess["timeouts"]
             billed.append(sess["billed"])
         turnaround.append(rec.end - rec.submitted)
         scout.append(rec.scout_core_s)
+        if sess is not None:
+            first = min((vjobs[j]["queued"] for j in sess["jobs"]), default=None)
+            per_job.append({"jobid": rec.jobid, "submitted": rec.submitted,
+                            "opened": sess["opened"], "first_vendor_job": first,
+                            "activated": sess["activated"], "released": rec.released,
+                            "start": rec.start, "end": rec.end,
+                            "expiries": expiries.get(sess["id"], []),
+                            "tasks_queued": [vjobs[t]["queued"] for t in rec.tasks],
+                            "tasks_running": [vjobs[t]["running"] for t in rec.tasks]})
     slowdown, busy = [], 0.0
     span0 = min((j["t_submit"] for j in jobs.values()), default=0.0)
     span1 = max((j.get("t_inactive") or j["t_submit"] for j in jobs.values()), default=0.0)
@@ -524,13 +551,17 @@ def metrics(w: Workload, vendor_log: dict[str, Any], jobs: dict[int, dict]) -> d
         "gap_s_mean": statistics.fmean(gaps) if gaps else float("nan"),
         "gap_s_p95": pct(gaps, 95),
         "idle_timeouts": timeouts,
+        "idle_timeouts_all": all_timeouts,
+        "activation_to_release_s_mean": statistics.fmean(to_release) if to_release
+        else float("nan"),
+        "release_to_start_s_mean": statistics.fmean(to_start) if to_start else float("nan"),
         "billed_s_mean": statistics.fmean(billed) if billed else float("nan"),
         "turnaround_s_mean": statistics.fmean(turnaround) if turnaround else float("nan"),
         "background_slowdown": statistics.fmean(slowdown) if slowdown else float("nan"),
         "utilisation": util,
         "scout_core_s_mean": statistics.fmean(scout) if scout else 0.0,
         "vendor_queue_mean": vendor_log.get("queue_mean", float("nan")),
-        "hybrid_done": len(idle), "errors": errors[:3],
+        "hybrid_done": len(idle), "errors": errors[:3], "jobs": per_job,
     }
 
 
@@ -544,6 +575,17 @@ def flux_jobs(cluster: Cluster, ids: list[int]) -> dict[int, dict]:
     return out
 
 
+def release_time(cluster: Cluster, jobid: int) -> float | None:
+    """When a held job's urgency was restored (its eventlog), wall epoch; None if never."""
+    log = cluster.h.rpc("job-info.lookup", {"id": jobid, "keys": ["eventlog"],
+                                            "flags": 0}).get()["eventlog"]
+    for line in log.splitlines():
+        ev = json.loads(line)
+        if ev["name"] == "urgency" and (ev.get("context") or {}).get("urgency", 0) > 0:
+            return float(ev["timestamp"])
+    return None
+
+
 def run_arm(cluster: Cluster, arm: Arm, regime: tuple[str, float, float],
             seed: int) -> dict[str, Any]:
     k = cluster.knobs
@@ -553,7 +595,7 @@ def run_arm(cluster: Cluster, arm: Arm, regime: tuple[str, float, float],
                        service_median=k.service_median, service_sigma=k.service_sigma,
                        seed=seed)
     cluster.vendor.restart()
-    w = Workload(cluster, arm, random.Random(seed))
+    w = Workload(cluster, arm, random.Random(seed), wait)
     samples: list[int] = []
     stop = threading.Event()
 
@@ -571,6 +613,9 @@ def run_arm(cluster: Cluster, arm: Arm, regime: tuple[str, float, float],
     log["queue_mean"] = statistics.fmean(samples) if samples else float("nan")
     ids = list(w.background) + [r.jobid for r in w.hybrids]
     jobs = flux_jobs(cluster, ids)
+    for rec in w.hybrids:
+        released = release_time(cluster, rec.jobid)
+        rec.released = cluster.model_time(released) if released else None
     for j in jobs.values():  # wall -> model seconds
         for key in ("t_submit", "t_run", "t_cleanup", "t_inactive"):
             if j.get(key):
@@ -582,6 +627,8 @@ def run_arm(cluster: Cluster, arm: Arm, regime: tuple[str, float, float],
 
 COLUMNS = [("idle_node_s_mean", "idle n·s", ".0f"), ("idle_node_s_p95", "p95", ".0f"),
            ("gap_s_mean", "gap s", ".0f"), ("gap_s_p95", "p95", ".0f"),
+           ("activation_to_release_s_mean", "act→rel s", ".0f"),
+           ("release_to_start_s_mean", "rel→start s", ".0f"),
            ("idle_timeouts", "TTL exp", "d"), ("billed_s_mean", "billed s", ".0f"),
            ("turnaround_s_mean", "turnaround s", ".0f"),
            ("background_slowdown", "bg slowdown", ".2f"), ("utilisation", "util", ".2f"),
@@ -593,9 +640,6 @@ def table(results: dict[str, dict[str, Any]]) -> str:
     lines = ["regime    arm        " + " ".join(f"{h:>12}" for _, h, _ in COLUMNS)]
     for regime, arms in results.items():
         for arm, m in arms.items():
-            if "unavailable" in m:
-                lines.append(f"{regime:<9} {arm:<10} {m['unavailable']}")
-                continue
             cells = []
             for key, _, fmt in COLUMNS:
                 v = m.get(key)
@@ -608,15 +652,36 @@ def table(results: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def targets(results: dict[str, dict[str, Any]], knobs: Knobs) -> list[str]:
+    """Issue 10's targets, per regime: ``ready`` idle node·s ≤ 5 % of ``now``'s, no
+    idle-timeout expiry, p95 gap activation → classical start ≤ half the idle timeout."""
+    out = []
+    for regime, arms in results.items():
+        now, ready = arms.get("now"), arms.get("ready")
+        if not now or not ready:
+            continue
+        checks = []
+        base = now["idle_node_s_mean"]
+        if base and not math.isnan(base):
+            ratio = ready["idle_node_s_mean"] / base
+            checks.append((f"idle ready/now {ratio:.1%} (≤ 5 %)", ratio <= 0.05))
+        checks.append((f"TTL expiries {ready['idle_timeouts']} (0)",
+                       ready["idle_timeouts"] == 0))
+        half = knobs.interactive_ttl / 2
+        gap = ready["gap_s_p95"]
+        checks.append((f"p95 gap {gap:.0f} s (≤ {half:.0f} s)", gap <= half))
+        verdict = "ok" if all(ok for _, ok in checks) else "MISS"
+        out.append(f"targets {regime:<8} {verdict:<4}  " + "; ".join(
+            c + ("" if ok else " MISS") for c, ok in checks))
+    return out
+
+
 def summarise(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Per arm over all regimes (the ``arms`` of the JSON): means of the regime figures."""
     arms: dict[str, dict[str, Any]] = {}
     names = {a for r in results.values() for a in r}
     for arm in sorted(names):
         runs = [r[arm] for r in results.values() if arm in r]
-        if any("unavailable" in m for m in runs):
-            arms[arm] = {"unavailable": runs[0]["unavailable"]}
-            continue
         summary: dict[str, Any] = {}
         for key, _, _ in COLUMNS:
             vals = [m[key] for m in runs if isinstance(m.get(key), (int, float))
@@ -644,7 +709,7 @@ def figure(results: dict[str, dict[str, Any]], path: Path) -> Path | None:
     for arm in arms:
         pts = [(r[arm]["vendor_queue_mean"], r[arm]["idle_node_s_mean"],
                 r[arm]["gap_s_mean"], r[arm]["billed_s_mean"])
-               for r in results.values() if arm in r and "unavailable" not in r[arm]]
+               for r in results.values() if arm in r]
         if not pts:
             continue
         pts.sort()
@@ -687,23 +752,14 @@ def main(argv: list[str] | None = None) -> int:
         cluster = Cluster(Path(tmp), knobs).start()
         try:
             for arm in arms:
-                why = arm.available(cluster)
-                if why is None:
-                    try:
-                        arm.prepare(cluster)
-                    except Exception as exc:  # noqa: BLE001
-                        why = f"agent not available ({exc})"
+                arm.prepare(cluster)
                 for i, regime in enumerate(knobs.regimes):
                     row = results.setdefault(regime[0], {})
-                    if why is not None:
-                        row[arm.name] = {"unavailable": why}
-                        continue
                     row[arm.name] = run_arm(cluster, arm, regime, knobs.seed + i)
                     if not args.json:
                         print(f"  {regime[0]:<8} {arm.name:<10} done "
                               f"({time.monotonic() - t0:.0f} s)", flush=True)
-                if why is None:
-                    arm.finish(cluster)
+                arm.finish(cluster)
         finally:
             cluster.stop()
     fig = figure(results, Path(args.figure))
@@ -715,6 +771,9 @@ def main(argv: list[str] | None = None) -> int:
           f"time scale {knobs.time_scale:g} model s per wall s; "
           f"{time.monotonic() - t0:.0f} s wall)")
     print(table(results))
+    print()
+    for line in targets(results, knobs):
+        print(line)
     print("\nknobs: " + ", ".join(f"{k}={v}" for k, v in kn.items()))
     if fig:
         print(f"figure: {fig}")

@@ -8,6 +8,7 @@ tested on its own:
   the job);
 * :class:`DrainModel` — how fast a device's queue drains (seconds per queue position,
   learnt from anchors, or the site's default);
+* :func:`step_period` — how often the agent moves held jobs (polls their anchors);
 * :func:`release_due` — should a held job be released now? ``ready``: when the vendor has
   granted the device; ``predicted``: when the vendor's predicted grant is no further away
   than Fluxion's predicted start of the job.
@@ -171,3 +172,14 @@ def anchor_due(lead: float | None, vendor_wait: float | None, idle_timeout: floa
     if lead is None or vendor_wait is None:
         return True
     return lead <= vendor_wait + idle_timeout / 2
+
+
+def step_period(idle_timeout: float) -> float:
+    """Seconds between the agent's steps on held jobs (anchor polls, releases).
+
+    Once a second, but at least ten steps per vendor idle timeout: a grant is seen, and
+    the job released, within a tenth of the time the session stays active without a job
+    (a vendor with a short interactive timeout, or a benchmark in compressed time). Never
+    below 50 ms, so that a held job costs the vendor at most a few requests a second.
+    """
+    return min(1.0, max(0.05, idle_timeout / 10))

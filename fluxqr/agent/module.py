@@ -46,7 +46,15 @@ from typing import Any
 from flux.brokermod import BrokerModule, request_handler
 from flux.constants import FLUX_POLLIN
 
-from fluxqr.agent.jobs import DeviceView, DrainModel, HybridJob, admit, anchor_due, release_due
+from fluxqr.agent.jobs import (
+    DeviceView,
+    DrainModel,
+    HybridJob,
+    admit,
+    anchor_due,
+    release_due,
+    step_period,
+)
 from fluxqr.errors import FluxqrError
 
 MEMO_KEY = "qpu"
@@ -100,7 +108,8 @@ class FluxqrModule(BrokerModule):
         self._fdw = h.fd_watcher_create(self._rfd, self._on_posts, events=FLUX_POLLIN)
         self._fdw.start()
         self._refresh_timer: Any = None
-        self._tick = h.timer_watcher_create(1.0, self._on_tick, repeat=1.0)
+        self._step = step_period(60.0)
+        self._tick = h.timer_watcher_create(self._step, self._on_tick, repeat=self._step)
         self._sigterm = h.signal_watcher_create(signal.SIGTERM, self._on_sigterm)
         self._sigterm.start()
         self._configure(self._read_config(), args)
@@ -144,6 +153,10 @@ class FluxqrModule(BrokerModule):
         self.settings, self.inventory, self.store, self.refresher = new, inv, store, refresher
         self.sides = {}
         self.drain = DrainModel(default=new["vendor-job-seconds"])
+        step = step_period(new["idle-timeout"])
+        if step != self._step:  # held jobs move often enough to beat the idle timeout
+            self._step = step
+            self._tick.reset(step, step)
         self.error = None
         if self._refresh_timer is not None:
             self._refresh_timer.stop()
@@ -385,7 +398,8 @@ class FluxqrModule(BrokerModule):
         return views
 
     def _on_tick(self, *_args) -> None:
-        """Once a second: move every held job one step (each step is asynchronous)."""
+        """Every step period (:func:`~fluxqr.agent.jobs.step_period`): move every held job one
+        step (each step is asynchronous)."""
         if not self._replayed:
             return
         for job in list(self.jobs.values()):
@@ -553,7 +567,7 @@ class FluxqrModule(BrokerModule):
                     self.drain.learn(d, job.queue.get(d) or 0, waited)
 
             def decide() -> None:
-                if job.phase == "anchored" and release_due(job, granted):
+                if job.phase == "anchored" and release_due(job, granted, margin=self._step):
                     job.phase = "granted" if granted else job.phase
                     self._release(job)
                 else:
