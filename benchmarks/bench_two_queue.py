@@ -229,7 +229,9 @@ def classical_jobspec(nodes: int, cores: int, run_model_s: float, knobs: Knobs,
     spec.setattr("system.exec.test.run_duration", f"{run_model_s / scale:.3f}s")
     duration = duration_model_s if duration_model_s is not None else \
         run_model_s * knobs.walltime_factor
-    spec.duration = max(1.0, math.ceil(duration / scale))
+    # Fluxion plans in whole seconds from the second its match ran: one second of slack,
+    # or mock jobs are killed for an expired allocation just before their end.
+    spec.duration = math.ceil(duration / scale) + 1
     return spec
 
 
