@@ -85,6 +85,7 @@ class Instances:
         for key in ("FLUX_EXEC_PATH", "FLUX_CLI_PLUGINPATH"):
             self.plain.env.pop(key, None)
         self.handles: dict[str, Any] = {}
+        self.sessions: dict[str, int] = {}
 
     def start(self) -> Instances:
         import flux
@@ -93,6 +94,8 @@ class Instances:
         self.fluxqr.start()
         self.handles = {"plain": flux.Flux(self.plain.uri),
                         "fluxqr": flux.Flux(self.fluxqr.uri)}
+        # LocalInstance starts `flux start` in a session of its own: all its processes
+        self.sessions = {"plain": self.plain.proc.pid, "fluxqr": self.fluxqr.proc.pid}
         # The agent reads its devices once at load (imports the SDK): let it finish first.
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -106,6 +109,37 @@ class Instances:
     def stop(self) -> None:
         for inst in (self.fluxqr, self.plain):
             inst.stop()
+
+
+#: Process names (``/proc/PID/comm``, 15 characters) -> the component they are.
+COMPONENTS = (("flux-broker", "brokers"), ("fluxqr", "agent"), ("job-frobnicato", "ingest"),
+              ("job-validator", "ingest"))
+CPU_KEYS = ("brokers", "shells", "ingest", "agent", "other")
+
+
+def cpu_seconds(session: int) -> dict[str, float]:
+    """CPU seconds used so far by an instance's processes (``flux start``'s session), by
+    component. A process that has exited counts in its parent's ``cutime``: the job shells
+    (and the jobs' tasks) in the brokers'. Robust to a noisy machine where wall time is not."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = dict.fromkeys(CPU_KEYS, 0.0)
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fp:
+                stat = fp.read()
+        except OSError:
+            continue  # gone meanwhile
+        comm, fields = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:]
+        f = fields.split()
+        if int(f[3]) != session:  # f[3] is the session id (field 6 of proc(5))
+            continue
+        own, children = (int(f[11]) + int(f[12])) / tick, (int(f[13]) + int(f[14])) / tick
+        name = next((c for prefix, c in COMPONENTS if comm.startswith(prefix)), "other")
+        out[name] += own
+        out["shells" if name == "brokers" else name] += children
+    return out
 
 
 def jobspec(hybrid: bool) -> str:
@@ -150,6 +184,7 @@ def run(jobs: int, reps: int, warmup: int, log: Any) -> dict[str, Any]:
     specs = {"plain": jobspec(False), "classical": jobspec(False), "hybrid": jobspec(True)}
     target = {"plain": "plain", "classical": "fluxqr", "hybrid": "fluxqr"}
     walls: dict[str, list[float]] = {a: [] for a in ARMS}
+    cpus: dict[str, list[dict[str, float]]] = {a: [] for a in ARMS}  # per job, ms
     errors: list[str] = []
     with tempfile.TemporaryDirectory(prefix="fluxqr-throughput-") as tmp:
         inst = Instances(Path(tmp)).start()
@@ -159,8 +194,12 @@ def run(jobs: int, reps: int, warmup: int, log: Any) -> dict[str, Any]:
             for rep in range(reps):
                 order = ARMS if rep % 2 == 0 else ARMS[::-1]  # interleaved, both ways
                 for arm in order:
+                    session = inst.sessions[target[arm]]
+                    cpu0 = cpu_seconds(session)
                     wall, ids, failures = batch(inst.handles[target[arm]], specs[arm], jobs)
+                    cpu1 = cpu_seconds(session)
                     walls[arm].append(wall)
+                    cpus[arm].append({c: 1000 * (cpu1[c] - cpu0[c]) / jobs for c in CPU_KEYS})
                     errors += [f"{arm}: {f}" for f in failures]
                     if arm == "hybrid":
                         bad = check_hybrid(inst.handles["fluxqr"], ids[-1])
@@ -175,7 +214,10 @@ def run(jobs: int, reps: int, warmup: int, log: Any) -> dict[str, Any]:
                                      "nodes": 2, "cores_per_node": CORES}}
     for arm in ARMS:
         rates = [jobs / w for w in walls[arm]]
+        cpu = {c: statistics.median(x[c] for x in cpus[arm]) for c in CPU_KEYS}
+        cpu["total"] = statistics.median(sum(x.values()) for x in cpus[arm])
         out["arms"][arm] = {"wall_s_median": statistics.median(walls[arm]),
+                            "cpu_ms_per_job_median": cpu,
                             "jobs_per_s_median": statistics.median(rates),
                             "jobs_per_s_min": min(rates), "jobs_per_s_max": max(rates),
                             "jobs_per_s": rates}
@@ -208,6 +250,14 @@ def table(res: dict[str, Any]) -> str:
                      f"{a['jobs_per_s_median']:7.1f} "
                      f"{a['jobs_per_s_min']:6.1f}-{a['jobs_per_s_max']:<6.1f} {ratio:>9} "
                      f"{spread:>11} {verdict:>7}")
+    lines.append("")
+    lines.append(f"{'CPU ms per job (median)':<34} " + " ".join(f"{c:>8}" for c in CPU_KEYS)
+                 + f" {'total':>8} {'vs plain':>9}")
+    base = res["arms"]["plain"]["cpu_ms_per_job_median"]["total"]
+    for arm in ARMS:
+        cpu = res["arms"][arm]["cpu_ms_per_job_median"]
+        lines.append(f"{names[arm]:<34} " + " ".join(f"{cpu[c]:8.1f}" for c in CPU_KEYS)
+                     + f" {cpu['total']:8.1f} {cpu['total'] / base:9.2f}")
     lines.append(f"({k['jobs']} jobs per batch, {k['reps']} repetitions interleaved, medians; "
                  f"2 brokers, {k['cores_per_node']} cores each)")
     for err in res["errors"]:

@@ -61,6 +61,10 @@ MEMO_KEY = "qpu"
 SESSIONS_MEMO_KEY = "qpu_sessions"
 #: journal events after which a job holds nothing any more
 ENDING = ("finish", "clean")
+#: the only job events the agent acts on (:meth:`FluxqrModule._on_event`); the journal
+#: sends no others, so a classical job costs the agent a handful of messages, not a dozen
+#: (validate, depend, priority, memo, release, free ... are never sent)
+JOURNAL_EVENTS = ("submit", "urgency", "alloc", "start", "exception", *ENDING)
 
 
 class _BrokerLogHandler(logging.Handler):
@@ -113,9 +117,7 @@ class FluxqrModule(BrokerModule):
         self._sigterm = h.signal_watcher_create(signal.SIGTERM, self._on_sigterm)
         self._sigterm.start()
         self._configure(self._read_config(), args)
-        from flux.job.journal import JournalConsumer
-
-        self.journal = JournalConsumer(h, full=True, include_sentinel=True)
+        self.journal = _journal(h)
         self.journal.set_callback(self._on_event)
         self.journal.start()
         self._tick.start()
@@ -843,6 +845,21 @@ class FluxqrModule(BrokerModule):
                     watcher.stop()
             os.close(self._rfd)
             os.close(self._wfd)
+
+
+def _journal(h: Any) -> Any:
+    """The job-manager journal, full history then live, only :data:`JOURNAL_EVENTS`
+    (flux-core's ``events-journal`` filters by event name with ``allow``)."""
+    from flux.job.journal import JournalConsumer
+
+    class Journal(JournalConsumer):
+        # Every job's history keeps its submit event, so no job's replayed history is
+        # empty (an empty response would read as the end of the history).
+        @property
+        def request_payload(self) -> dict[str, Any]:
+            return {**super().request_payload, "allow": dict.fromkeys(JOURNAL_EVENTS, 1)}
+
+    return Journal(h, full=True, include_sentinel=True)
 
 
 def _jobid(value: Any) -> int:
