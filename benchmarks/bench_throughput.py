@@ -270,13 +270,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="fewer jobs and repetitions")
     ap.add_argument("--json", action="store_true", help="print the results as JSON")
     ap.add_argument("--jobs", type=int, help="jobs per batch (default 100, quick 40)")
-    ap.add_argument("--reps", type=int, help="repetitions (default 7, quick 3)")
+    ap.add_argument("--reps", type=int, help="repetitions (default 9, quick 5)")
     args = ap.parse_args(argv)
     if not (fluxenv.flux_command() and fluxenv.has_fluxion()):
         print("throughput: skipped (no Flux)")
         return 0
     jobs = args.jobs or (40 if args.quick else 100)
-    reps = args.reps or (3 if args.quick else 7)
+    reps = args.reps or (5 if args.quick else 9)
     load = os.getloadavg()[0]
     t0 = time.monotonic()
     res = run(jobs, reps, warmup=10, log=sys.stderr if args.json else sys.stdout)
