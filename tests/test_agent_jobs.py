@@ -37,4 +37,4 @@ def test_journal_asks_only_for_the_events_the_agent_acts_on() -> None:
     assert payload["full"] is True
     allowed = set(payload["allow"])
     assert {"submit", "urgency", "alloc", "exception", "finish", "clean"} <= allowed
-    assert not allowed & {"memo", "validate", "depend", "priority", "release", "free"}
+    assert not allowed & {"memo", "validate", "depend", "priority", "start", "release", "free"}

@@ -62,9 +62,9 @@ SESSIONS_MEMO_KEY = "qpu_sessions"
 #: journal events after which a job holds nothing any more
 ENDING = ("finish", "clean")
 #: the only job events the agent acts on (:meth:`FluxqrModule._on_event`); the journal
-#: sends no others, so a classical job costs the agent a handful of messages, not a dozen
-#: (validate, depend, priority, memo, release, free ... are never sent)
-JOURNAL_EVENTS = ("submit", "urgency", "alloc", "start", "exception", *ENDING)
+#: sends no others, so a classical job costs the agent four messages, not a dozen
+#: (validate, depend, priority, start, memo, release, free ... are never sent)
+JOURNAL_EVENTS = ("submit", "urgency", "alloc", "exception", *ENDING)
 
 
 class _BrokerLogHandler(logging.Handler):
@@ -273,8 +273,6 @@ class FluxqrModule(BrokerModule):
                     job.phase = "running"
                 if live and (job.start == "now" or not job.tokens):
                     self._begin(job)
-        elif name == "start":
-            job.mark("start", event.timestamp)
         elif name == "exception" and ctx.get("severity", 0) == 0:
             job.mark("exception", event.timestamp)
             if live:
