@@ -203,3 +203,40 @@ class QrmiAdapter(Adapter):
             raise
         except Exception as err:
             raise self._fail("release()", err) from None
+
+
+def ibm_session_info(adapter: QrmiAdapter, session_id: str, timeout: float = 10.0
+                     ) -> dict[str, Any]:
+    """IBM Quantum Compute Service's record of a session (``GET /sessions/{id}``): its
+    ``state``, ``interactive_ttl``, ``activated_at`` and ``elapsed_time`` (the billed
+    seconds). qrmi 0.26 does not expose it, so this asks the REST API the resource is
+    configured with (endpoint, IAM endpoint and API key, service CRN), with a timeout.
+    Raises :class:`FluxqrError` (secrets scrubbed) on any failure.
+    """
+    import urllib.parse
+    import urllib.request
+
+    config = adapter._config()
+    endpoint = config.get("QRMI_IBM_QCS_ENDPOINT", "").rstrip("/")
+    iam = config.get("QRMI_IBM_QCS_IAM_ENDPOINT", "").rstrip("/")
+    apikey = config.get("QRMI_IBM_QCS_IAM_APIKEY", "")
+    if not endpoint or not iam:
+        raise FluxqrError(f"device '{adapter.device.name}': no QRMI_IBM_QCS_ENDPOINT / "
+                          "IAM endpoint configured")
+    try:
+        form = urllib.parse.urlencode({"grant_type": "urn:ibm:params:oauth:grant-type:apikey",
+                                       "apikey": apikey}).encode()
+        req = urllib.request.Request(f"{iam}/identity/token", data=form, method="POST")
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            token = json.loads(resp.read())["access_token"]
+        req = urllib.request.Request(
+            f"{endpoint}/sessions/{urllib.parse.quote(session_id)}",
+            headers={"Authorization": f"Bearer {token}",
+                     "Service-CRN": config.get("QRMI_IBM_QCS_SERVICE_CRN", "")})
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            data = json.loads(resp.read())
+    except Exception as err:  # noqa: BLE001 - every failure becomes one scrubbed line
+        raise adapter._fail("GET /sessions/{id}", err) from None
+    if not isinstance(data, dict):
+        raise FluxqrError(f"device '{adapter.device.name}': malformed session record")
+    return data
