@@ -160,8 +160,12 @@ def test_live_requirements_pin_the_qualifying_device(view) -> None:
     (entry,) = _qpu_entries(js)
     assert _markers(entry) == {"device.fake_fez"}
     decided = js["attributes"]["system"]["quantum"]["resolution"]["decided_by"]
-    assert decided == {"fake_fez": {"num_qubits": "156", "status": "online", "error_2q": "0.0042",
-                                    "t1_us": "140", "queue_depth": "7"}}
+    assert decided == {"fake_fez": {"num_qubits": "156", "status": "online",
+                                    "technology": "superconducting", "error_2q": "0.0042",
+                                    "t1_us": "140", "queue_depth": "7"},
+                       # devices skipped because the value they were judged on is unknown
+                       jobspec.SKIPPED: {"aer": "error_2q unknown", "ddsim": "error_2q unknown",
+                                         "braket_sv": "error_2q unknown"}}
 
 
 @pytest.mark.parametrize("policy,expected", [

@@ -29,10 +29,17 @@ from typing import Any
 
 from fluxqr._io import json_path, load_structured
 from fluxqr.core.model import QPU, QUBIT, SESSION, marker_type
+from fluxqr.devices.snapshot import FORMATS
 from fluxqr.errors import JobspecError
 
 POLICIES = ("any", "first", "shortest_queue", "best_fidelity")
 SESSION_MODES = ("dedicated", "batch", "none")
+#: ``quantum.sdk`` / ``--qpu-sdk``: a format the device must execute (see
+#: :data:`fluxqr.devices.snapshot.FORMATS`), ``any`` (the default: it must execute
+#: something) or ``none`` (the job only reads properties: report-only devices match too).
+REQUEST_SDKS = ("any", "none", *FORMATS)
+#: The technology that marks a simulator, ranked after hardware by ``best_fidelity``.
+SIMULATOR = "simulator"
 
 #: Environment variable names that look like secrets; never copied into a jobspec.
 SECRET_ENV = re.compile(
@@ -81,6 +88,7 @@ class QuantumRequest:
     exclusive: bool = False
     session_mode: str = "dedicated"
     session_max_time: float | None = None
+    sdk: str | None = None
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> QuantumRequest:
@@ -99,6 +107,7 @@ class QuantumRequest:
             exclusive=bool(data.get("exclusive", False)),
             session_mode=session.get("mode", "dedicated"),
             session_max_time=parse_duration(session.get("max_time"), "quantum.session.max_time"),
+            sdk=data.get("sdk"),
         )
 
     def validate(self) -> None:
@@ -113,6 +122,9 @@ class QuantumRequest:
         if self.session_mode not in SESSION_MODES:
             raise JobspecError(f"unknown session mode '{self.session_mode}'",
                                fix=f"use one of: {', '.join(SESSION_MODES)}")
+        if self.sdk is not None and self.sdk not in REQUEST_SDKS:
+            raise JobspecError(f"unknown sdk '{self.sdk}'",
+                               fix=f"use one of: {', '.join(REQUEST_SDKS)}")
         if self.max_error_2q is not None and not 0 < self.max_error_2q <= 1:
             raise JobspecError(f"max_error_2q must be in (0, 1] (got {self.max_error_2q})")
         if self.device and self.qpus > 1:
@@ -128,7 +140,14 @@ class QuantumRequest:
                 out[key] = getattr(self, key)
         if self.online:
             out["online"] = True
+        if self.sdk not in (None, "any", "none"):
+            out["sdk"] = self.sdk
         return out
+
+    @property
+    def needs_execution(self) -> bool:
+        """False only for ``sdk: none``: a job that reads a device's properties, runs nothing."""
+        return self.sdk != "none"
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -258,13 +277,24 @@ class Resolution:
                 "decided_by": self.decided_by, "source": self.source}
 
 
-_DECISION_KEYS = ("num_qubits", "status", "error_2q", "t1_us", "queue_depth", "calibrated_at",
-                  "updated")
+_DECISION_KEYS = ("num_qubits", "status", "technology", "error_2q", "t1_us", "queue_depth",
+                  "formats", "calibrated_at", "updated")
+#: ``decided_by`` key listing devices skipped because a value they were judged on is
+#: unknown (device names start with a letter, so it never collides with one).
+SKIPPED = "_skipped"
 
 
 def _fails_live(q: QpuInfo, req: QuantumRequest) -> list[str]:
     """Why ``q`` misses the live requirements (empty: it meets them)."""
     why = []
+    if req.needs_execution and q.properties.get("executes") == "false":
+        why.append("reports properties only (executes=false)")
+    if req.sdk not in (None, "any", "none"):
+        formats = q.properties.get("formats")
+        if formats is None:
+            why.append("formats unknown")
+        elif req.sdk not in formats.split(","):
+            why.append(f"formats={formats}")
     status = q.properties.get("status", "unknown")
     if req.online and not q.up:
         why.append(f"down (status={status})")
@@ -287,7 +317,10 @@ def _fails_live(q: QpuInfo, req: QuantumRequest) -> list[str]:
 def _rank_key(req: QuantumRequest, q: QpuInfo) -> tuple:
     inf = math.inf
     if req.policy == "best_fidelity":
-        return (q.num("error_2q") if q.num("error_2q") is not None else inf, q.name)
+        # Hardware first: an ideal simulator's error of 0 says nothing about fidelity.
+        # Asked for simulators (--qpu-tech=simulator), they are all that is left anyway.
+        simulator = q.properties.get("technology", "").lower() == SIMULATOR
+        return (simulator, q.num("error_2q") if q.num("error_2q") is not None else inf, q.name)
     if req.policy == "shortest_queue":
         return (q.num("queue_depth") if q.num("queue_depth") is not None else inf,
                 q.num("error_2q") if q.num("error_2q") is not None else inf, q.name)
@@ -333,10 +366,11 @@ def resolve(req: QuantumRequest, view: ResourceView) -> Resolution:
         raise JobspecError(f"{req.qpus} QPUs asked for but only {len(pool)} match "
                            f"({', '.join(q.name for q in pool)})", fix="ask for fewer QPUs")
     live = req.live
-    qualified = [q for q in pool if not _fails_live(q, req)] if live else list(pool)
+    qualified = [q for q in pool if not _fails_live(q, req)]
     if len(qualified) < req.qpus:
-        limits = ", ".join(f"{k}={str(v).lower() if isinstance(v, bool) else v}"
-                           for k, v in live.items())
+        limits = ", ".join([f"{k}={str(v).lower() if isinstance(v, bool) else v}"
+                            for k, v in live.items()]
+                           + (["executes=true"] if req.needs_execution else []))
         # Closest first: fewest misses, and a known value ahead of an unknown one.
         closest = sorted(pool, key=lambda q: (len(_fails_live(q, req)), sum(
             "unknown" in w for w in _fails_live(q, req)), q.name))[:3]
@@ -346,6 +380,11 @@ def resolve(req: QuantumRequest, view: ResourceView) -> Resolution:
                            fix="relax the requirements or wait for the devices to recover")
     decided = {q.name: {k: q.properties[k] for k in _DECISION_KEYS if k in q.properties}
                for q in qualified}
+    skipped = {}
+    for q in pool:
+        why = _fails_live(q, req)
+        if any("unknown" in w for w in why):
+            skipped[q.name] = ", ".join(why)
     # Fluxion can pick among the qualified devices by itself only when they are exactly the
     # devices its type markers select; otherwise pin the best ones.
     if req.policy == "any" and len(qualified) == len(pool):
@@ -356,8 +395,10 @@ def resolve(req: QuantumRequest, view: ResourceView) -> Resolution:
     else:
         ranked = qualified
     chosen = [q.name for q in ranked[:req.qpus]]
-    return Resolution(chosen, [q.name for q in qualified],
-                      {n: decided[n] for n in chosen}, view.source)
+    decided_by = {n: decided[n] for n in chosen}
+    if skipped:
+        decided_by[SKIPPED] = skipped
+    return Resolution(chosen, [q.name for q in qualified], decided_by, view.source)
 
 
 # -- translation ---------------------------------------------------------------------------
