@@ -314,6 +314,15 @@ def cmd_session(args: argparse.Namespace) -> int:
 # -- installation --------------------------------------------------------------------------
 
 
+def cmd_sandbox(args: argparse.Namespace) -> int:
+    from fluxqr import sandbox
+
+    command = list(args.cmd or [])
+    if command[:1] == ["--"]:
+        command = command[1:]
+    return sandbox.main(args.devices, args.workdir, args.job, command)
+
+
 def cmd_flux_install(args: argparse.Namespace) -> int:
     from fluxqr.flux import install as fluxinstall
 
@@ -423,6 +432,17 @@ def build_parser(prog: str = "fluxqr") -> argparse.ArgumentParser:
                          "the tasks' environment")
     se.add_argument("jobid", nargs="?", help="job id (default: $FLUX_JOB_ID)")
     se.set_defaults(func=cmd_session)
+    sb = sub.add_parser("sandbox", help="start a local Flux instance with the built-in "
+                        "quantum devices; run CMD or a jobspec in it, or a shell")
+    sb.add_argument("--devices", "-d", metavar="FILE",
+                    help="device inventory (default: the built-in graphs/local-devices.yaml)")
+    sb.add_argument("--job", metavar="JOB.yaml", help="submit this hybrid jobspec, wait for "
+                    "it and print its output")
+    sb.add_argument("--workdir", default=".sandbox", metavar="DIR",
+                    help="where the instance's files go (default .sandbox)")
+    sb.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ...",
+                    help="run CMD inside the instance instead of a shell")
+    sb.set_defaults(func=cmd_sandbox)
     fi = sub.add_parser("flux-install", help="write the files through which Flux finds "
                         "fluxqr (flux qr command, submit plugin, broker module, job shell "
                         "plugin)")

@@ -17,7 +17,6 @@ from fluxqr.core.inventory import Device, Inventory
 from fluxqr.core.sessions import JobSessions, SessionStore, close_sessions, open_sessions, qpus_in_R
 from fluxqr.errors import FluxqrError
 
-
 #: The ``sdk=`` values :meth:`AllocatedQPU.backend` knows.
 SDKS = ("native", "qiskit", "braket")
 

@@ -14,7 +14,7 @@ from fluxqr.core import graph, inventory, jobspec
 from fluxqr.devices.snapshot import DeviceSnapshot
 from fluxqr.errors import JobspecError
 
-EXAMPLES = sorted((JOBSPECS / "examples").glob("*"))
+EXAMPLES = sorted(p for p in (JOBSPECS / "examples").glob("*") if p.suffix != ".py")
 
 
 def _live_graph() -> graph.ResourceGraph:

@@ -93,4 +93,5 @@ class QiskitAdapter(Adapter):
         with SDK_LOCK:  # all local CPU work: nothing to overlap, and SDK imports stay serial
             backend = self.backend()
             return self.snapshot(status="online", queue_depth=0, formats="qiskit",
-                                 executes=True, **target_summary(backend.target), **backend_extras(backend))
+                                 executes=True, **target_summary(backend.target),
+                                 **backend_extras(backend))
