@@ -1,7 +1,8 @@
 """A researcher's sandbox: a local Flux instance with the built-in quantum devices.
 
 ``fluxqr sandbox`` probes the devices of ``graphs/local-devices.yaml`` (or ``--devices``),
-builds a one-node hybrid graph with their live properties, starts a local instance
+builds a hybrid graph (two 4-core nodes, as in the admin guide) with their live
+properties, starts a local instance
 on it (:class:`~fluxqr.flux.localinstance.LocalInstance`: sessions on, the fluxqr
 module loaded, the ``--qpu*`` options and ``flux qr`` installed) and then:
 
@@ -38,9 +39,12 @@ def default_devices() -> Path:
     return DEFAULT_DEVICES
 
 
-def build_graph(devices_file: str | os.PathLike, workdir: Path, cores: int = 2,
-                echo: bool = True) -> Path:
-    """Probe the devices and write a one-node hybrid R with their live properties."""
+#: The sandbox's classical part: the admin guide's test instance (node[0-1], 4 cores each).
+NODES, CORES = 2, 4
+
+
+def build_graph(devices_file: str | os.PathLike, workdir: Path, echo: bool = True) -> Path:
+    """Probe the devices and write a hybrid R (NODES x CORES) with their live properties."""
     from fluxqr import devices
     from fluxqr.core import graph, inventory
 
@@ -48,7 +52,7 @@ def build_graph(devices_file: str | os.PathLike, workdir: Path, cores: int = 2,
     snaps = devices.probe(inv)
     if echo:
         print(devices.format_table(snaps), flush=True)
-    g = graph.add_devices(graph.synthesize(1, cores), inv, {s.device: s for s in snaps})
+    g = graph.add_devices(graph.synthesize(NODES, CORES), inv, {s.device: s for s in snaps})
     r_path = workdir / "R.json"
     graph.write_r(g, r_path)
     return r_path
@@ -78,7 +82,7 @@ def local_instance(devices_file: str | os.PathLike, workdir: str | os.PathLike,
     pythonpath = os.environ.get("PYTHONPATH")
     src = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (src, pythonpath) if p)
-    with LocalInstance(work / "instance", r_path, size=1, hosts="node0",
+    with LocalInstance(work / "instance", r_path, size=NODES, hosts=f"node[0-{NODES - 1}]",
                        devices=devices_path, env=env) as inst:
         inst.run(["flux", "module", "load", str(inst.module), f"devices={devices_path}",
                   "interval=30"])

@@ -11,13 +11,15 @@ import argparse
 import math
 
 from qiskit import QuantumCircuit, transpile
+from qiskit.circuit import ParameterVector
 
 import fluxqr
 
 SHOTS = 2000
 
 
-def ansatz(theta: list[float], basis: str) -> QuantumCircuit:
+def ansatz(basis: str) -> tuple[QuantumCircuit, ParameterVector]:
+    theta = ParameterVector("theta", 2)
     qc = QuantumCircuit(2)
     qc.ry(theta[0], 0)
     qc.ry(theta[1], 1)
@@ -25,7 +27,7 @@ def ansatz(theta: list[float], basis: str) -> QuantumCircuit:
     if basis == "x":  # measure X on both qubits
         qc.h([0, 1])
     qc.measure_all()
-    return qc
+    return qc, theta
 
 
 def expectation(counts: dict[str, int], term: str) -> float:
@@ -41,12 +43,24 @@ def expectation(counts: dict[str, int], term: str) -> float:
     return value / total
 
 
-def energy(backend, theta: list[float]) -> float:
-    circuits = [transpile(ansatz(theta, basis), backend, seed_transpiler=1)
-                for basis in ("z", "x")]
-    zz = expectation(backend.run(circuits[0], shots=SHOTS).result().get_counts(), "zz")
-    xx = expectation(backend.run(circuits[1], shots=SHOTS).result().get_counts(), "z")
-    return zz + 0.5 * xx
+class Energy:
+    """<H> at given angles, measured on the backend (circuits transpiled once)."""
+
+    def __init__(self, backend):
+        self.backend = backend
+        self.circuits = {}
+        for basis in ("z", "x"):
+            qc, theta = ansatz(basis)
+            self.circuits[basis] = (transpile(qc, backend, seed_transpiler=1), theta)
+
+    def __call__(self, *points: list[float]) -> list[float]:
+        """The energies at several points, from one backend call (one job, many circuits)."""
+        bound = [qc.assign_parameters(dict(zip(theta, angles, strict=True)))
+                 for angles in points for qc, theta in self.circuits.values()]
+        result = self.backend.run(bound, shots=SHOTS).result()
+        counts = [result.get_counts(i) for i in range(len(bound))]
+        return [expectation(counts[2 * k], "zz") + 0.5 * expectation(counts[2 * k + 1], "z")
+                for k in range(len(points))]
 
 
 def main() -> int:
@@ -55,15 +69,14 @@ def main() -> int:
     args = p.parse_args()
     qpu = fluxqr.allocation()[0]
     print(f"VQE on {qpu.name} ({qpu.num_qubits} qubits, median 2q error {qpu.error_2q})")
-    backend = qpu.backend("qiskit")
-    theta, step = [0.1, 0.1], math.pi / 4
-    best = energy(backend, theta)
+    energy = Energy(qpu.backend("qiskit"))
+    theta, step = [0.1, 0.1], math.pi / 2
+    (best,) = energy(theta)
     for it in range(args.iterations):
         for i in range(len(theta)):
-            for delta in (step, -step):
-                trial = list(theta)
-                trial[i] += delta
-                e = energy(backend, trial)
+            trials = [[t + (d if j == i else 0.0) for j, t in enumerate(theta)]
+                      for d in (step, -step)]
+            for trial, e in zip(trials, energy(*trials), strict=True):
                 if e < best:
                     theta, best = trial, e
         step /= 2
