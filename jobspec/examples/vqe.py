@@ -65,7 +65,7 @@ class Energy:
 
 def main() -> int:
     p = argparse.ArgumentParser()
-    p.add_argument("--iterations", type=int, default=20)
+    p.add_argument("--iterations", type=int, default=3)
     args = p.parse_args()
     qpu = fluxqr.allocation()[0]
     print(f"VQE on {qpu.name} ({qpu.num_qubits} qubits, median 2q error {qpu.error_2q})")
