@@ -111,6 +111,47 @@ def cmd_devices_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _qubit_counts(values: list[str] | None) -> tuple[dict[str, int], int | None]:
+    """``--qubits N`` (every device) and ``--qubits NAME=N`` options."""
+    per, default = {}, None
+    for text in values or ():
+        name, _, count = text.rpartition("=")
+        try:
+            n = int(count)
+        except ValueError:
+            raise FluxqrError(f"--qubits {text}: not a count", fix="use --qubits N or "
+                              "--qubits NAME=N") from None
+        if name:
+            per[name] = n
+        else:
+            default = n
+    return per, default
+
+
+def cmd_devices_import(args: argparse.Namespace) -> int:
+    import yaml
+
+    from fluxqr._io import atomic_write, load_structured
+    from fluxqr.core import inventory, qrmi_import
+
+    data = load_structured(args.file, "QRMI config")
+    per, default = _qubit_counts(args.qubits)
+    out = qrmi_import.from_qrmi_config(data, per, default, where=str(args.file))
+    inventory.parse(out, str(args.output or "<stdout>"))  # what we write must load
+    text = ("# Imported from the Slurm QRMI plugin's " + os.path.basename(args.file)
+            + " by 'fluxqr devices import'.\n# Secrets are not copied: set the variables "
+            "named under credentials.\n" + yaml.safe_dump(out, sort_keys=False))
+    if args.output:
+        atomic_write(args.output, lambda fp: fp.write(text))
+    else:
+        sys.stdout.write(text)
+    names = sorted({v for d in out["devices"] for v in d.get("credentials", {}).values()})
+    if names:
+        print(f"fluxqr: set these secrets in the agent's environment: {', '.join(names)}",
+              file=sys.stderr)
+    return 0
+
+
 def cmd_devices_probe(args: argparse.Namespace) -> int:
     from fluxqr import devices
     from fluxqr.core import inventory
@@ -352,6 +393,15 @@ def cmd_usage(args: argparse.Namespace) -> int:
 # -- installation --------------------------------------------------------------------------
 
 
+def cmd_sandbox(args: argparse.Namespace) -> int:
+    from fluxqr import sandbox
+
+    command = list(args.cmd or [])
+    if command[:1] == ["--"]:
+        command = command[1:]
+    return sandbox.main(args.devices, args.workdir, args.job, command)
+
+
 def cmd_flux_install(args: argparse.Namespace) -> int:
     from fluxqr.flux import install as fluxinstall
 
@@ -418,6 +468,15 @@ def build_parser(prog: str = "fluxqr") -> argparse.ArgumentParser:
     pr.add_argument("--timeout", type=float, help="seconds per device (default: per device)")
     pr.add_argument("--json", action="store_true", help="machine-readable output")
     pr.set_defaults(func=cmd_devices_probe)
+    im = dsub.add_parser("import", help="turn the Slurm QRMI plugin's qrmi_config.json into "
+                         "a devices.yaml (secrets become environment-variable names)")
+    im.add_argument("file", metavar="qrmi_config.json", help="the spank_qrmi admin config")
+    im.add_argument("--qubits", action="append", metavar="[NAME=]N",
+                    help="qubit count of device NAME, or of every device (repeatable; "
+                         "qrmi_config.json has none)")
+    im.add_argument("--output", "-o", metavar="FILE",
+                    help="write atomically to FILE (default: stdout)")
+    im.set_defaults(func=cmd_devices_import)
 
     js = sub.add_parser("jobspec", help="translate a hybrid jobspec YAML into canonical "
                         "RFC 14 JSON (pipe it to flux job submit)")
@@ -475,6 +534,17 @@ def build_parser(prog: str = "fluxqr") -> argparse.ArgumentParser:
                     help="also draw usage over time per device into this PNG (needs "
                          "matplotlib: the 'report' extra)")
     us.set_defaults(func=cmd_usage)
+    sb = sub.add_parser("sandbox", help="start a local Flux instance with the built-in "
+                        "quantum devices; run CMD or a jobspec in it, or a shell")
+    sb.add_argument("--devices", "-d", metavar="FILE",
+                    help="device inventory (default: the built-in graphs/local-devices.yaml)")
+    sb.add_argument("--job", metavar="JOB.yaml", help="submit this hybrid jobspec, wait for "
+                    "it and print its output")
+    sb.add_argument("--workdir", default=".sandbox", metavar="DIR",
+                    help="where the instance's files go (default .sandbox)")
+    sb.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ...",
+                    help="run CMD inside the instance instead of a shell")
+    sb.set_defaults(func=cmd_sandbox)
     fi = sub.add_parser("flux-install", help="write the files through which Flux finds "
                         "fluxqr (flux qr command, submit plugin, broker module, job-ingest "
                         "plugins, job shell plugin)")

@@ -29,6 +29,7 @@ from typing import Any
 
 from fluxqr._io import json_path, load_structured
 from fluxqr.core.model import MARKERS, QPU, QUBIT, SESSION, marker_type, type_token
+from fluxqr.devices.snapshot import FORMATS
 from fluxqr.errors import JobspecError
 
 POLICIES = ("any", "first", "shortest_queue", "best_fidelity")
@@ -41,6 +42,12 @@ START_MODES = ("ready", "predicted", "now")
 HELD_STARTS = ("ready", "predicted")
 #: Adapters whose devices sit behind a vendor queue (and so default to ``ready``).
 VENDOR_QUEUED_ADAPTERS = ("qrmi",)
+#: ``quantum.sdk`` / ``--qpu-sdk``: a format the device must execute (see
+#: :data:`fluxqr.devices.snapshot.FORMATS`), ``any`` (the default: it must execute
+#: something) or ``none`` (the job only reads properties: report-only devices match too).
+REQUEST_SDKS = ("any", "none", *FORMATS)
+#: The technology that marks a simulator, ranked after hardware by ``best_fidelity``.
+SIMULATOR = "simulator"
 
 #: Environment variable names that look like secrets; never copied into a jobspec.
 SECRET_ENV = re.compile(
@@ -95,6 +102,7 @@ class QuantumRequest:
     devices: list[str] | None = None
     #: schema-valid keys this class does not model, kept in the recorded request as given
     extra: dict[str, Any] = field(default_factory=dict)
+    sdk: str | None = None
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> QuantumRequest:
@@ -124,6 +132,7 @@ class QuantumRequest:
             start=data.get("start"),
             devices=list(devices) if devices is not None else None,
             extra={k: copy.deepcopy(v) for k, v in data.items() if k not in _MODELLED},
+            sdk=data.get("sdk"),
         )
 
     def validate(self) -> None:
@@ -141,6 +150,9 @@ class QuantumRequest:
         if self.start is not None and self.start not in START_MODES:
             raise JobspecError(f"unknown start mode '{self.start}'",
                                fix=f"use one of: {', '.join(START_MODES)}")
+        if self.sdk is not None and self.sdk not in REQUEST_SDKS:
+            raise JobspecError(f"unknown sdk '{self.sdk}'",
+                               fix=f"use one of: {', '.join(REQUEST_SDKS)}")
         if self.max_error_2q is not None and not 0 < self.max_error_2q <= 1:
             raise JobspecError(f"max_error_2q must be in (0, 1] (got {self.max_error_2q})")
         if self.device and self.qpus > 1:
@@ -170,7 +182,14 @@ class QuantumRequest:
                 out[key] = getattr(self, key)
         if self.online:
             out["online"] = True
+        if self.sdk not in (None, "any", "none"):
+            out["sdk"] = self.sdk
         return out
+
+    @property
+    def needs_execution(self) -> bool:
+        """False only for ``sdk: none``: a job that reads a device's properties, runs nothing."""
+        return self.sdk != "none"
 
     def to_dict(self) -> dict[str, Any]:
         """The request as recorded in ``attributes.system.quantum.request``."""
@@ -181,7 +200,7 @@ class QuantumRequest:
 #: keys QuantumRequest reads (YAML and record forms); others pass through in ``extra``
 _MODELLED = frozenset({"qpus", "qubits", "vendor", "device", "technology", "max_error_2q",
                        "min_t1_us", "max_queue", "online", "policy", "exclusive", "session",
-                       "session_mode", "session_max_time", "devices", "start"})
+                       "session_mode", "session_max_time", "devices", "start", "sdk"})
 
 
 @dataclass
@@ -316,13 +335,24 @@ class Resolution:
                 "decided_by": self.decided_by, "source": self.source}
 
 
-_DECISION_KEYS = ("num_qubits", "status", "error_2q", "t1_us", "queue_depth", "calibrated_at",
-                  "updated")
+_DECISION_KEYS = ("num_qubits", "status", "technology", "error_2q", "t1_us", "queue_depth",
+                  "formats", "calibrated_at", "updated")
+#: ``decided_by`` key listing devices skipped because a value they were judged on is
+#: unknown (device names start with a letter, so it never collides with one).
+SKIPPED = "_skipped"
 
 
 def _fails_live(q: QpuInfo, req: QuantumRequest) -> list[str]:
     """Why ``q`` misses the live requirements (empty: it meets them)."""
     why = []
+    if req.needs_execution and q.properties.get("executes") == "false":
+        why.append("reports properties only (executes=false)")
+    if req.sdk not in (None, "any", "none"):
+        formats = q.properties.get("formats")
+        if formats is None:
+            why.append("formats unknown")
+        elif req.sdk not in formats.split(","):
+            why.append(f"formats={formats}")
     status = q.properties.get("status", "unknown")
     if req.online and not q.up:
         why.append(f"down (status={status})")
@@ -354,7 +384,10 @@ def default_start(req: QuantumRequest, qpus: Iterable[QpuInfo]) -> str:
 def _rank_key(req: QuantumRequest, q: QpuInfo) -> tuple:
     inf = math.inf
     if req.policy == "best_fidelity":
-        return (q.num("error_2q") if q.num("error_2q") is not None else inf, q.name)
+        # Hardware first: an ideal simulator's error of 0 says nothing about fidelity.
+        # Asked for simulators (--qpu-tech=simulator), they are all that is left anyway.
+        simulator = q.properties.get("technology", "").lower() == SIMULATOR
+        return (simulator, q.num("error_2q") if q.num("error_2q") is not None else inf, q.name)
     if req.policy == "shortest_queue":
         return (q.num("queue_depth") if q.num("queue_depth") is not None else inf,
                 q.num("error_2q") if q.num("error_2q") is not None else inf, q.name)
@@ -403,10 +436,11 @@ def resolve(req: QuantumRequest, view: ResourceView) -> Resolution:
         raise JobspecError(f"{req.qpus} QPUs asked for but only {len(pool)} match "
                            f"({', '.join(q.name for q in pool)})", fix="ask for fewer QPUs")
     live = req.live
-    qualified = [q for q in pool if not _fails_live(q, req)] if live else list(pool)
+    qualified = [q for q in pool if not _fails_live(q, req)]
     if len(qualified) < req.qpus:
-        limits = ", ".join(f"{k}={str(v).lower() if isinstance(v, bool) else v}"
-                           for k, v in live.items())
+        limits = ", ".join([f"{k}={str(v).lower() if isinstance(v, bool) else v}"
+                            for k, v in live.items()]
+                           + (["executes=true"] if req.needs_execution else []))
         # Closest first: fewest misses, and a known value ahead of an unknown one.
         closest = sorted(pool, key=lambda q: (len(_fails_live(q, req)), sum(
             "unknown" in w for w in _fails_live(q, req)), q.name))[:3]
@@ -416,6 +450,11 @@ def resolve(req: QuantumRequest, view: ResourceView) -> Resolution:
                            fix="relax the requirements or wait for the devices to recover")
     decided = {q.name: {k: q.properties[k] for k in _DECISION_KEYS if k in q.properties}
                for q in qualified}
+    skipped = {}
+    for q in pool:
+        why = _fails_live(q, req)
+        if any("unknown" in w for w in why):
+            skipped[q.name] = ", ".join(why)
     # Fluxion can pick among the qualified devices by itself only when they are exactly the
     # devices its type markers select; otherwise pin the best ones.
     held = default_start(req, qualified) in HELD_STARTS
@@ -432,8 +471,10 @@ def resolve(req: QuantumRequest, view: ResourceView) -> Resolution:
     else:
         ranked = qualified
     chosen = [q.name for q in ranked[:req.qpus]]
-    return Resolution(chosen, [q.name for q in qualified],
-                      {n: decided[n] for n in chosen}, view.source)
+    decided_by = {n: decided[n] for n in chosen}
+    if skipped:
+        decided_by[SKIPPED] = skipped
+    return Resolution(chosen, [q.name for q in qualified], decided_by, view.source)
 
 
 def _resolve_named(req: QuantumRequest, pool: list[QpuInfo], qpus: list[QpuInfo],

@@ -45,6 +45,11 @@ RESOURCE_TYPES = {
     "iqm-server": "IQMServer",
     "oqtopus": "OQTOPUS",
 }
+#: qrmi.ResourceType member -> what it executes (``qrmi``: qrmi's own task API)
+QRMI_FORMATS = {"IBMQuantumSystem": ("qiskit", "qrmi"),
+                "IBMQuantumComputeService": ("qiskit", "qrmi"),
+                "IBMQiskitRuntimeService": ("qiskit", "qrmi"),
+                "PasqalCloud": ("pulser", "qrmi"), "PasqalLocal": ("pulser", "qrmi")}
 IBM_TYPES = frozenset({"IBMQuantumSystem", "IBMQuantumComputeService", "IBMQiskitRuntimeService"})
 
 
@@ -167,6 +172,9 @@ class QrmiAdapter(Adapter):
             "session_capacity": capacity.get("max_slots") if isinstance(capacity, dict)
             else None,
         }
+        member = self._member()
+        fields["executes"] = True
+        fields["formats"] = ",".join(QRMI_FORMATS.get(member, ("qrmi",)))
         if self._is_ibm():
             try:
                 value = resource.target().value
@@ -175,11 +183,23 @@ class QrmiAdapter(Adapter):
             fields.update(ibm_target_summary(value))
         return self.snapshot(**fields)
 
+    def _member(self) -> str:
+        return str(self.resource().resource_type()).rsplit(".", 1)[-1]
+
+    def sdks(self) -> list[str]:
+        return ["native", "qiskit"] if self._is_ibm() else ["native"]
+
     def backend(self) -> Any:
+        """Native: qrmi's Qiskit backend for IBM resources, else the ``qrmi.QuantumResource``
+        (what qrmi's own Pulser and task APIs take)."""
+        if self._is_ibm():
+            return self.qiskit_backend()
+        return self.resource()
+
+    def qiskit_backend(self) -> Any:
         """qrmi's Qiskit ``BackendV2`` for an IBM resource (target from the live service)."""
         if not self._is_ibm():
-            raise FluxqrError(f"device '{self.device.name}': only IBM QRMI resources have a "
-                              f"Qiskit backend")
+            raise self.unsupported("qiskit", "only IBM QRMI resources have a Qiskit backend")
         ibm = require("qrmi.primitives.ibm", EXTRA)
         try:
             return ibm.get_backend(self.resource())

@@ -4,8 +4,9 @@ Installed as a discovery shim in a directory on ``FLUX_CLI_PLUGINPATH`` (or the
 site's ``<confdir>/cli/plugins``), it adds ``--qpu=COUNT``, ``--qubits=N``,
 ``--qpu-vendor``, ``--qpu-device``, ``--qpu-tech``, ``--qpu-max-error``,
 ``--qpu-min-t1``, ``--qpu-max-queue``, ``--qpu-online``, ``--qpu-policy``,
-``--qpu-exclusive``, ``--qpu-start`` and ``--qpu-session-mode``/``--qpu-session-time``; they
-mean what the same keys under ``quantum:`` mean in a hybrid jobspec YAML.
+``--qpu-sdk``, ``--qpu-exclusive``, ``--qpu-start`` and
+``--qpu-session-mode``/``--qpu-session-time``; they mean what the same keys under
+``quantum:`` mean in a hybrid jobspec YAML.
 
 The plugin only records the request (``attributes.system.quantum.request``); fluxqr's
 job-ingest frobnicator (:mod:`fluxqr.flux.ingest`) turns it into resources on the
@@ -45,6 +46,11 @@ OPTIONS = {
                                 "choices": ("any", "first", "shortest_queue", "best_fidelity"),
                                 "help": "choice among qualifying QPUs: any (Fluxion picks), "
                                         "first, shortest_queue, best_fidelity"}),
+    "--qpu-sdk": ("sdk", {"metavar": "SDK",
+                          "choices": ("any", "none", "qiskit", "braket", "pulser", "qrmi",
+                                      "openqasm2", "openqasm3", "qir"),
+                          "help": "only QPUs that execute SDK's circuits (qiskit, braket, "
+                                  "pulser, ...); none: the job runs nothing on the QPU"}),
     "--qpu-exclusive": ("exclusive", {"action": "store_true", "default": None,
                                       "help": "hold the whole device (all session slots)"}),
     "--qpu-session-mode": ("session_mode", {"metavar": "MODE",
