@@ -88,6 +88,7 @@ class QuantumPlugin(CLIPlugin):
         from fluxqr.core.jobspec import (
             QuantumRequest,
             apply_quantum,
+            check_environment,
             parse_duration,
             scrub_environment,
         )
@@ -113,6 +114,7 @@ class QuantumPlugin(CLIPlugin):
             if "environment" in system:
                 system["environment"] = scrub_environment(system["environment"],
                                                           instance.credential_names(conf))
+                check_environment(system["environment"])
             instance.check_feasible(handle, jobspec.jobspec)
         except FluxqrError as exc:
             # flux's CLI prints ValueError text as one line and exits non-zero.
