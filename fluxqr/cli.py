@@ -150,9 +150,11 @@ def cmd_devices_list(args: argparse.Namespace) -> int:
 def cmd_devices_probe(args: argparse.Namespace) -> int:
     from fluxqr import devices
     from fluxqr.core import inventory
+    from fluxqr.devices import scrubio
 
     inv = inventory.load(args.devices)
-    snaps = devices.probe(inv, timeout=args.timeout)
+    with scrubio.scrubbed_stderr(scrubio.inventory_secrets(inv)):
+        snaps = devices.probe(inv, timeout=args.timeout)
     if args.json:
         print(json.dumps([s.to_dict() for s in snaps], indent=2))
     else:
@@ -222,6 +224,9 @@ def cmd_refresh(args: argparse.Namespace) -> int:
     from fluxqr.agent import refresh
     from fluxqr.core import inventory
 
+    if args.interval is not None and args.interval < MIN_INTERVAL:
+        raise FluxqrError(f"--interval {args.interval:g} is below the minimum of "
+                          f"{MIN_INTERVAL:g} s", fix=f"use --interval {MIN_INTERVAL:g} or more")
     inv = inventory.load(args.devices)
     if args.graph:
         target = refresh.GraphFileTarget(args.graph)
@@ -229,8 +234,24 @@ def cmd_refresh(args: argparse.Namespace) -> int:
         from fluxqr.flux import instance
 
         target = refresh.FluxionTarget(instance.connect())
-    r = refresh.Refresher(inv, target, failure_threshold=args.failure_threshold,
-                          timeout=args.timeout)
+    import logging
+
+    from fluxqr.devices import scrubio
+
+    # Up/down transitions and scheduler reconciliation: one line each, on stderr.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("fluxqr: %(message)s"))
+    rlog = logging.getLogger("fluxqr.agent.refresh")
+    rlog.addHandler(handler)
+    rlog.setLevel(logging.WARNING)
+    rlog.propagate = False
+    with scrubio.scrubbed_stderr(scrubio.inventory_secrets(inv)):
+        return _refresh_loop(args, refresh.Refresher(
+            inv, target, failure_threshold=args.failure_threshold, timeout=args.timeout))
+
+
+def _refresh_loop(args: argparse.Namespace, r: Any) -> int:
+    from fluxqr.agent import refresh
 
     def report(rep: refresh.CycleReport) -> None:
         down = sorted(s.name for s in r.states.values() if s.path and not s.up)
@@ -239,13 +260,16 @@ def cmd_refresh(args: argparse.Namespace) -> int:
         for err in rep.errors:
             print(f"  error: {err}", file=sys.stderr, flush=True)
 
-    if args.interval is None:
-        report(r.cycle())
-        return 0
-    if args.interval < MIN_INTERVAL:
-        raise FluxqrError(f"--interval {args.interval:g} is below the minimum of "
-                          f"{MIN_INTERVAL:g} s", fix=f"use --interval {MIN_INTERVAL:g} or more")
-    refresh.run_forever(r, args.interval, on_cycle=report)
+    try:
+        if args.interval is None:
+            report(r.cycle())
+            return 0
+        refresh.run_forever(r, args.interval, on_cycle=report)
+    except KeyboardInterrupt:
+        # Not a device failure: nothing is recorded for the cycle that was cut short.
+        print(f"fluxqr refresh: interrupted after {r.cycles} cycle(s)", file=sys.stderr,
+              flush=True)
+        return 130
     return 0
 
 

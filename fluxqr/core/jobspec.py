@@ -207,7 +207,14 @@ def parse_request(data: Any, where: str = "<jobspec>") -> HybridRequest:
         raise JobspecError(f"{loc}: {err.message}{hint}", where=where)
     command = data["command"]
     if isinstance(command, str):
-        command = shlex.split(command)
+        try:
+            command = shlex.split(command)
+        except ValueError as exc:  # e.g. "No closing quotation"
+            raise JobspecError(f"command: cannot split it into words: {exc}", where=where,
+                               fix="balance the quotes, or write command: as a list") from None
+        if not command:
+            raise JobspecError("command: no words in it", where=where,
+                               fix="name the program to run")
     if data.get("exclusive") and not data.get("nodes"):
         raise JobspecError("exclusive: true needs nodes:", where=where,
                            fix="set nodes: N, or drop exclusive")

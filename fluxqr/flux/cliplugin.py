@@ -17,31 +17,29 @@ from flux.cli.plugin import CLIPlugin
 
 #: option -> (QuantumRequest field, argparse kwargs)
 OPTIONS = {
-    "--qpu": ("qpus", {"type": int, "metavar": "COUNT",
+    "--qpu": ("qpus", {"metavar": "COUNT",
                        "help": "allocate COUNT quantum devices with the job (default 1 when any "
                                "--qpu-*/--qubits option is given)"}),
-    "--qubits": ("qubits", {"type": int, "metavar": "N",
+    "--qubits": ("qubits", {"metavar": "N",
                             "help": "qubits needed on each QPU"}),
     "--qpu-vendor": ("vendor", {"metavar": "VENDOR", "help": "only QPUs from VENDOR"}),
     "--qpu-device": ("device", {"metavar": "NAME", "help": "exactly the QPU named NAME"}),
     "--qpu-tech": ("technology", {"metavar": "TECH",
                                   "help": "only QPUs of technology TECH (e.g. superconducting)"}),
-    "--qpu-max-error": ("max_error_2q", {"type": float, "metavar": "P",
+    "--qpu-max-error": ("max_error_2q", {"metavar": "P",
                                          "help": "highest acceptable median 2-qubit gate error"}),
-    "--qpu-min-t1": ("min_t1_us", {"type": float, "metavar": "US",
+    "--qpu-min-t1": ("min_t1_us", {"metavar": "US",
                                    "help": "lowest acceptable median T1 in microseconds"}),
-    "--qpu-max-queue": ("max_queue", {"type": int, "metavar": "N",
+    "--qpu-max-queue": ("max_queue", {"metavar": "N",
                                       "help": "at most N jobs waiting in the device's queue"}),
     "--qpu-online": ("online", {"action": "store_true", "default": None,
                                 "help": "only devices whose last read said online"}),
     "--qpu-policy": ("policy", {"metavar": "POLICY",
-                                "choices": ("any", "first", "shortest_queue", "best_fidelity"),
                                 "help": "choice among qualifying QPUs: any (Fluxion picks), "
                                         "first, shortest_queue, best_fidelity"}),
     "--qpu-exclusive": ("exclusive", {"action": "store_true", "default": None,
                                       "help": "hold the whole device (all session slots)"}),
     "--qpu-session-mode": ("session_mode", {"metavar": "MODE",
-                                            "choices": ("dedicated", "batch", "none"),
                                             "help": "vendor session mode (dedicated, batch, "
                                                     "none)"}),
     "--qpu-session-time": ("session_max_time", {"metavar": "FSD",
@@ -50,6 +48,11 @@ OPTIONS = {
 }
 
 PROGRAMS = ("submit", "run", "batch", "alloc", "bulksubmit")
+
+#: Options converted here rather than by argparse, whose errors print the whole usage: a
+#: bad value must give one line. (QuantumRequest.validate checks ranges and choices.)
+CONVERT = {"qpus": int, "qubits": int, "max_queue": int, "max_error_2q": float,
+           "min_t1_us": float}
 
 
 class QuantumPlugin(CLIPlugin):
@@ -95,6 +98,13 @@ class QuantumPlugin(CLIPlugin):
         from fluxqr.errors import FluxqrError
 
         try:
+            for name, (fld, _) in OPTIONS.items():
+                if fld in CONVERT and fld in values:
+                    try:
+                        values[fld] = CONVERT[fld](values[fld])
+                    except ValueError:
+                        raise FluxqrError(f"{name}: invalid {CONVERT[fld].__name__} value "
+                                          f"{str(values[fld])[:40]!r}") from None
             if "session_max_time" in values:
                 values["session_max_time"] = parse_duration(values["session_max_time"],
                                                             "--qpu-session-time")
