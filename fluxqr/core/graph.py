@@ -559,6 +559,9 @@ def add_devices(graph: ResourceGraph, devices: Iterable[Device],
         snap = (snapshots or {}).get(dev.name)
         props = snap.properties() if snap is not None else {}
         down = snap is not None and snap.ok and snap.status in ("offline", "maintenance")
+        if down:  # the refresh loop's mark; a QPU down without one is an admin's
+            props["down_reason"] = " ".join(f"device reports {snap.status}: "
+                                            f"{snap.status_reason or ''}".split()).rstrip(":")
         graph.add_device(dev, props, status_down=down)
     return graph
 
