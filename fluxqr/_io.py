@@ -81,8 +81,9 @@ LIMITS = {
 DEFAULT_LIMITS = Limits(1 << 20)
 #: Environment variable that raises the resource-graph size limit (MiB), for huge clusters.
 RESOURCE_MB_ENV = "FLUXQR_MAX_RESOURCE_MB"
-#: Above this size JSON is not walked for depth (the decoder's recursion guard bounds it).
-_WALK_JSON_BELOW = 16 << 20
+#: Above this size (large graphs) JSON is not walked for depth: the walk would cost as
+#: much as the parse, and the decoder's own recursion guard still bounds the depth.
+_WALK_JSON_BELOW = 1 << 20
 
 
 def limits_for(what: str) -> Limits:
@@ -174,11 +175,13 @@ class _Reject(ValueError):
 
 
 def _json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise _Reject(f"duplicate key {_short(key)!r}", fix="give every key once")
-        out[key] = value
+    out = dict(pairs)  # at C speed; only a short dict means a key came twice
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _Reject(f"duplicate key {_short(key)!r}", fix="give every key once")
+            seen.add(key)
     return out
 
 

@@ -36,6 +36,8 @@ LITERAL_SECRET = re.compile(
 #: ``params.config`` settings whose value is a secret: they belong under ``credentials``.
 SECRET_SETTING = re.compile(r"(API_?KEY|TOKEN|SECRET|PASSW(OR)?D|PRIVATE_KEY|ACCESS_KEY)",
                             re.IGNORECASE)
+#: A URL with a password in it (``https://user:secret@host``).
+URL_PASSWORD = re.compile(r"://[^/\s:@]+:[^/\s@]+@")
 #: Variables a device's settings must never name: they change how every program runs.
 DANGEROUS_ENV = re.compile(r"^(LD_|DYLD_|PYTHON|PATH$|HOME$|IFS$|BASH_ENV$|ENV$|SHELL$|"
                            r"FLUX_|PERL5|RUBY|NODE_OPTIONS$)")
@@ -190,7 +192,7 @@ def _check_secrets(entry: dict[str, Any], i: int, path: str) -> None:
             raise InventoryError(f"{loc}: a secret setting does not belong in params.config "
                                  "(it reaches logs and task environments)", where=path,
                                  fix=f"move it to credentials: {{{suffix}: ENV_VAR_NAME}}")
-        if looks_like_secret(str(value)):
+        if looks_like_secret(str(value)) or URL_PASSWORD.search(str(value)):
             raise InventoryError(f"{loc}: the value looks like a secret", where=path,
                                  fix=f"move it to credentials: {{{suffix}: ENV_VAR_NAME}}")
         if not suffix.startswith("QRMI_"):
