@@ -150,16 +150,16 @@ def _read_now(device: Device) -> DeviceSnapshot:
         raise
 
 
-def _start(device: Device) -> tuple[Future, float]:
-    """The device's read in flight, or a new one; ``(future, start time)``."""
+def _start(device: Device) -> tuple[Future, float, bool]:
+    """The device's read in flight, or a new one: ``(future, start time, joined)``."""
     with _LOCK:
         current = _OUTSTANDING.get(device.name)
         # The same device (an edited inventory entry is another device) with a read in flight.
         if current is not None and not current[1].done() and current[0] == device:
-            return current[1], current[2]
+            return current[1], current[2], True
         future = _POOL.submit(lambda: _read_now(device))
         _OUTSTANDING[device.name] = (device, future, time.monotonic())
-        return future, _OUTSTANDING[device.name][2]
+        return future, _OUTSTANDING[device.name][2], False
 
 
 def outstanding() -> dict[str, float]:
@@ -170,10 +170,14 @@ def outstanding() -> dict[str, float]:
                 if not f.done()}
 
 
-def _finish(device: Device, future: Future, timeout: float, start: float) -> DeviceSnapshot:
-    """The snapshot of a read started at ``start``, or a failed one (error, timeout, …)."""
+def _finish(device: Device, future: Future, timeout: float, start: float,
+            joined: bool = False) -> DeviceSnapshot:
+    """The snapshot of a read started at ``start``, or a failed one (error, timeout, …).
+
+    ``joined``: the read was started by an earlier call (it was still in flight).
+    """
     try:
-        if not future.done() and time.monotonic() >= start + timeout:
+        if joined and not future.done() and time.monotonic() >= start + timeout:
             # A read from an earlier call is still hanging: do not wait on it again.
             raise _StillRunning(time.monotonic() - start)
         result = future.result(timeout=max(0.0, start + timeout - time.monotonic()))
@@ -213,8 +217,8 @@ def _timeout(device: Device, timeout: float | None) -> float:
 
 def read(device: Device, timeout: float | None = None) -> DeviceSnapshot:
     """Read one device; never raises. ``timeout`` defaults to ``device.timeout`` (seconds)."""
-    future, start = _start(device)
-    return _finish(device, future, _timeout(device, timeout), start)
+    future, start, joined = _start(device)
+    return _finish(device, future, _timeout(device, timeout), start, joined)
 
 
 def probe(devices: Inventory | Iterable[Device],
@@ -227,8 +231,8 @@ def probe(devices: Inventory | Iterable[Device],
     devices = list(devices)
     _register_qdmi(devices)
     started = [_start(d) for d in devices]
-    return [_finish(d, f, _timeout(d, timeout), start)
-            for d, (f, start) in zip(devices, started, strict=True)]
+    return [_finish(d, f, _timeout(d, timeout), start, joined)
+            for d, (f, start, joined) in zip(devices, started, strict=True)]
 
 
 def poll(devices: Inventory | Iterable[Device], budget: float,
@@ -246,7 +250,7 @@ def poll(devices: Inventory | Iterable[Device], budget: float,
     started = [_start(d) for d in devices]
     deadline = time.monotonic() + max(0.0, budget)
     out = []
-    for d, (future, start) in zip(devices, started, strict=True):
+    for d, (future, start, joined) in zip(devices, started, strict=True):
         limit = _timeout(d, timeout)
         wait = min(deadline, start + limit) - time.monotonic()
         if not future.done() and wait > 0:
@@ -257,7 +261,7 @@ def poll(devices: Inventory | Iterable[Device], budget: float,
             except BaseException:  # noqa: BLE001 - _finish reports it
                 pass
         if future.done() or time.monotonic() >= start + limit:
-            out.append(_finish(d, future, limit, start))
+            out.append(_finish(d, future, limit, start, joined))
     return out
 
 
