@@ -138,6 +138,13 @@ class FluxqrModule(BrokerModule):
             refresher = Refresher(inv, FluxionTarget(self.handle),
                                   failure_threshold=new["failure-threshold"],
                                   timeout=new["timeout"])
+            # A hung vendor never stalls a cycle: reads get 80% of the interval, and a read
+            # still running is left to finish for the next one.
+            refresher.read_budget = new["interval"] * 0.8
+            from fluxqr.devices import scrubio
+
+            # SDK loggers (qrmi's among them) never print a credential into flux dmesg.
+            scrubio.install_log_filters(scrubio.inventory_secrets(inv))
         except (FluxqrError, OSError) as exc:
             self.error = str(exc)
             self.log.error(f"fluxqr: agent not configured: {exc} (fix it, then run "

@@ -49,6 +49,19 @@ REQUEST_SDKS = ("any", "none", *FORMATS)
 #: The technology that marks a simulator, ranked after hardware by ``best_fidelity``.
 SIMULATOR = "simulator"
 
+#: Bounds on a request (the schema states the same for YAML; these also cover --qpu* options).
+MAX_QPUS = 64
+MAX_QUBITS = 1_000_000
+#: Longest vendor session (30 days) and job duration (one year) fluxqr accepts.
+MAX_SESSION_SECONDS = 30 * 86400
+MAX_DURATION = 365 * 86400
+#: A task environment larger than this cannot be exec'd (Linux: 128 KiB per variable,
+#: about 2 MiB for all arguments and variables together); refuse it at submit time.
+MAX_ENV_VALUE = 128 * 1024
+MAX_ENV_BYTES = 1 << 20
+#: Device, vendor and technology names (as devices.yaml's schema has them).
+NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
+
 #: Environment variable names that look like secrets; never copied into a jobspec.
 SECRET_ENV = re.compile(
     r"(API_?KEY|TOKEN|SECRET|PASSW(OR)?D|CREDENTIAL|PRIVATE_KEY|ACCESS_KEY|_KEY$|^KEY$)",
@@ -66,14 +79,24 @@ def parse_duration(value: float | int | str | None, where: str = "duration") -> 
     """Seconds from a number or a Flux Standard Duration (``30s``, ``10m``, ``2h``, ``1d``)."""
     if value is None:
         return None
-    if isinstance(value, int | float):
-        return float(value)
-    m = re.fullmatch(r"([0-9]*\.?[0-9]+)([smhd]?)", str(value).strip())
-    if not m:
+    if isinstance(value, bool):
         raise JobspecError(f"{where}: invalid duration {value!r}",
                            fix="use seconds or a duration like 30s, 10m, 2h, 1d")
-    scale = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
-    return float(m.group(1)) * scale
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        text = str(value).strip()
+        m = re.fullmatch(r"([0-9]{0,12}\.?[0-9]{1,12})([smhd]?)", text)
+        if not m:
+            shown = text if len(text) <= 40 else text[:39] + "…"
+            raise JobspecError(f"{where}: invalid duration {shown!r}",
+                               fix="use seconds or a duration like 30s, 10m, 2h, 1d")
+        scale = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+        seconds = float(m.group(1)) * scale
+    if not math.isfinite(seconds) or seconds < 0:
+        raise JobspecError(f"{where}: invalid duration {value!r}",
+                           fix="use a finite, non-negative duration")
+    return seconds
 
 
 # -- the request ---------------------------------------------------------------------------
@@ -137,10 +160,25 @@ class QuantumRequest:
 
     def validate(self) -> None:
         """Range checks shared by the YAML and the CLI options."""
-        if self.qpus < 1:
-            raise JobspecError(f"qpus must be >= 1 (got {self.qpus})")
-        if self.qubits < 1:
-            raise JobspecError(f"qubits must be >= 1 (got {self.qubits})")
+        if not 1 <= self.qpus <= MAX_QPUS:
+            raise JobspecError(f"qpus must be 1-{MAX_QPUS} (got {self.qpus})")
+        if not 1 <= self.qubits <= MAX_QUBITS:
+            raise JobspecError(f"qubits must be 1-{MAX_QUBITS} (got {self.qubits})")
+        for attr in ("vendor", "device", "technology"):
+            value = getattr(self, attr)
+            if value is not None and (not isinstance(value, str) or not NAME_RE.fullmatch(value)):
+                shown = str(value) if len(str(value)) <= 40 else str(value)[:39] + "…"
+                raise JobspecError(f"{attr}: invalid name {shown!r}",
+                                   fix="names are letters, digits, '_', '.', '-' (at most 64)")
+        for attr, lo, hi in (("min_t1_us", 0, 1e9), ("max_queue", 0, 1e9)):
+            value = getattr(self, attr)
+            if value is not None and not (math.isfinite(value) and lo <= value <= hi):
+                raise JobspecError(f"{attr} must be between {lo:g} and {hi:g} (got {value})")
+        if self.session_max_time is not None and not (
+                1 <= self.session_max_time <= MAX_SESSION_SECONDS):
+            raise JobspecError(f"session max_time must be 1 s to {MAX_SESSION_SECONDS // 86400} "
+                               f"days (got {self.session_max_time:g} s)",
+                               fix="use e.g. 30m or 8h")
         if self.policy not in POLICIES:
             raise JobspecError(f"unknown QPU policy '{self.policy}'",
                                fix=f"use one of: {', '.join(POLICIES)}")
@@ -153,7 +191,8 @@ class QuantumRequest:
         if self.sdk is not None and self.sdk not in REQUEST_SDKS:
             raise JobspecError(f"unknown sdk '{self.sdk}'",
                                fix=f"use one of: {', '.join(REQUEST_SDKS)}")
-        if self.max_error_2q is not None and not 0 < self.max_error_2q <= 1:
+        if self.max_error_2q is not None and not (
+                math.isfinite(self.max_error_2q) and 0 < self.max_error_2q <= 1):
             raise JobspecError(f"max_error_2q must be in (0, 1] (got {self.max_error_2q})")
         if self.device and self.qpus > 1:
             raise JobspecError(f"device '{self.device}' was named but {self.qpus} QPUs asked for",
@@ -245,7 +284,14 @@ def parse_request(data: Any, where: str = "<jobspec>") -> HybridRequest:
     _schema_check(schema(), data, where)
     command = data["command"]
     if isinstance(command, str):
-        command = shlex.split(command)
+        try:
+            command = shlex.split(command)
+        except ValueError as exc:  # e.g. "No closing quotation"
+            raise JobspecError(f"command: cannot split it into words: {exc}", where=where,
+                               fix="balance the quotes, or write command: as a list") from None
+        if not command:
+            raise JobspecError("command: no words in it", where=where,
+                               fix="name the program to run")
     if data.get("exclusive") and not data.get("nodes"):
         raise JobspecError("exclusive: true needs nodes:", where=where,
                            fix="set nodes: N, or drop exclusive")
@@ -263,8 +309,16 @@ def parse_request(data: Any, where: str = "<jobspec>") -> HybridRequest:
         command=list(command), name=data.get("name"), nodes=data.get("nodes"),
         tasks=data.get("tasks"), cores_per_task=data.get("cores_per_task", 1),
         gpus_per_task=data.get("gpus_per_task", 0), exclusive=data.get("exclusive", False),
-        duration=parse_duration(data.get("duration")), queue=data.get("queue"),
+        duration=_duration(data.get("duration")), queue=data.get("queue"),
         cwd=data.get("cwd"), environment=dict(data.get("environment") or {}), quantum=quantum)
+
+
+def _duration(value: Any) -> float | None:
+    seconds = parse_duration(value, "duration")
+    if seconds is not None and seconds > MAX_DURATION:
+        raise JobspecError(f"duration: {seconds:g} s is over the {MAX_DURATION // 86400}-day "
+                           "limit", fix="use 0 (no limit) or a realistic duration")
+    return seconds
 
 
 def load_request(path: str | os.PathLike) -> HybridRequest:
@@ -579,6 +633,21 @@ def classical_resources(nodes: int | None, tasks: int | None, cores_per_task: in
     return node, count
 
 
+def check_environment(env: Mapping[str, str], where: str = "environment") -> None:
+    """Refuse an environment that the tasks could not be started with, or that bloats KVS."""
+    total = 0
+    for key, value in env.items():
+        size = len(key.encode()) + len(str(value).encode()) + 2
+        if size > MAX_ENV_VALUE:
+            raise JobspecError(f"{where}: variable {key[:40]} is {size} bytes, over the "
+                               f"{MAX_ENV_VALUE // 1024} KiB limit",
+                               fix="pass large data in a file, not the environment")
+        total += size
+    if total > MAX_ENV_BYTES:
+        raise JobspecError(f"{where}: {total} bytes, over the {MAX_ENV_BYTES >> 20} MiB limit",
+                           fix="unset large variables before submitting (or use env -i)")
+
+
 def scrub_environment(env: Mapping[str, str], extra_secret_names: Iterable[str] = ()) -> dict:
     """Drop variables that hold secrets (by name) so they never land in a jobspec."""
     extra = set(extra_secret_names)
@@ -678,6 +747,7 @@ def translate(request: HybridRequest, view: ResourceView | None,
                                       view.cores_per_node if view else None)
     env = scrub_environment(os.environ if environment is None else environment, secret_names)
     env.update(request.environment)
+    check_environment(env, "environment (submitting environment plus the jobspec's)")
     system: dict[str, Any] = {"duration": request.duration or 0, "environment": env,
                               "cwd": request.cwd or os.getcwd()}
     if request.name:

@@ -115,6 +115,9 @@ class QrmiAdapter(Adapter):
 
     name = "qrmi"
     extra = EXTRA
+    #: Kept between refresh reads: the qrmi client holds its IAM token, so a cycle costs
+    #: the status and calibration calls only.
+    reusable = True
 
     def __init__(self, device: Device):
         super().__init__(device)
