@@ -301,7 +301,9 @@ def instance(tmp_path_factory):
     env["FLUX_MODPROBE_PATH_APPEND"] = str(modprobe)
     kwargs: dict = {}
     if "devices" in inspect.signature(FluxInstance).parameters:
-        kwargs["devices"] = Path(devices)  # [fluxqr] devices, session prolog/epilog
+        kwargs["devices"] = Path(devices)  # [fluxqr] devices
+        if "agent" in inspect.signature(FluxInstance).parameters:
+            kwargs["agent"] = False  # the documented modprobe files load it
     else:
         kwargs["config"] = f'\n[fluxqr]\ndevices = "{devices}"\n'
     inst = FluxInstance(work, build_r(work / "R.json", devices=Path(devices)),

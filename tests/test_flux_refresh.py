@@ -110,7 +110,7 @@ def test_offline_device_goes_down_jobs_wait_then_run(env, tmp_path: Path) -> Non
     _wait(lambda: "ibm_fez" in _down(inst), 30, "ibm_fez down")
     assert "maintenance" in (_prop(inst, "down_reason") or "")
     hybrid = inst.run(["flux", "submit", "-n1", "--qpu-device=ibm_fez", "true"]).stdout.strip()
-    other = inst.run(["flux", "submit", "-n1", "--qpu-device=iqm_garnet", "true"]).stdout.strip()
+    other = inst.run(["flux", "submit", "-n1", "--qpu-device=braket_sv", "true"]).stdout.strip()
     assert inst.wait_job(other)["result"] == "COMPLETED"
     time.sleep(2 * INTERVAL)
     assert inst.job_info(hybrid)["state"] == "SCHED"
