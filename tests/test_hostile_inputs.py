@@ -189,7 +189,7 @@ def test_bad_option(case: str) -> None:
 QPU_OPTIONS = {
     "qpu-zero": ("--qpu=0", "qpus must be"),
     "qpu-1000": ("--qpu=1000", "qpus must be"),
-    "qpu-word": ("--qpu=abc", "--qpu: invalid int"),
+    "qpu-word": ("--qpu=1x", "invalid name"),  # a count, or device names: neither
     "qubits-1e12": ("--qubits=1000000000000", "qubits must be"),
     "qubits-negative": ("--qubits=-1", "qubits must be"),
     "vendor-space": ("--qpu-vendor=ib m", "vendor: invalid name"),

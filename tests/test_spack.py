@@ -38,10 +38,11 @@ SPACK_NAMES = {
     "qrmi": "py-qrmi",
     "mqt-core": "py-mqt-core",
     "amazon-braket-sdk": "py-amazon-braket-sdk",
+    "qiskit-braket-provider": "py-qiskit-braket-provider",
 }
 #: extras that are not vendor SDKs: "all" aggregates the SDK extras, "dev" is for developers,
 #: "flux" is what Flux's own Python bindings import (in Spack, flux-core depends on those).
-NOT_VARIANTS = {"all", "dev", "flux"}
+NOT_VARIANTS = {"all", "dev", "flux", "report"}
 #: Spack packages the recipe needs that pyproject cannot name.
 SPACK_ONLY = {"flux-core", "flux-sched"}
 

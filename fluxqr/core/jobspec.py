@@ -271,9 +271,37 @@ def _schema_check(sch: dict[str, Any], data: Any, where: str, prefix: str = "") 
         if prefix:
             loc = prefix if not err.absolute_path else \
                 prefix + ("" if loc.startswith("[") else ".") + loc
-        hint = " (unknown key: remove it or check its spelling)" \
-            if err.validator == "additionalProperties" else ""
-        raise JobspecError(f"{loc}: {err.message}{hint}", where=where)
+        raise JobspecError(_schema_message(loc, err), where=where)
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    """A value for an error line: repr'd, and cut (hostile input can be megabytes)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "...'"
+
+
+def _schema_message(loc: str, err: Any) -> str:
+    """One line for a schema violation, phrased like fluxqr's own checks."""
+    field = loc.rsplit(".", 1)[-1] if loc else loc
+    value, kind = err.instance, err.validator
+    if kind == "additionalProperties":
+        return f"{loc}: {err.message} (unknown key: remove it or check its spelling)"
+    if kind in ("minimum", "exclusiveMinimum"):
+        return f"{field} must be >= {err.validator_value} (got {_short(value)})"
+    if kind in ("maximum", "exclusiveMaximum"):
+        return f"{field} must be <= {err.validator_value} (got {_short(value)})"
+    if kind == "enum" and field == "policy":
+        return f"unknown QPU policy {_short(value)}; use one of: {', '.join(POLICIES)}"
+    if kind == "enum":
+        return f"{loc}: {_short(value)} is not one of: {', '.join(map(str, err.validator_value))}"
+    if kind == "pattern" and field in ("max_time", "duration"):
+        return f"{loc}: invalid duration {_short(value)} (use seconds or 30s, 10m, 2h, 1d)"
+    if kind == "pattern" or (kind == "maxLength" and isinstance(value, str)):
+        return (f"{loc}: invalid name {_short(value)} (a letter, then letters, digits, "
+                f"'_', '.' or '-'; at most 64)")
+    if kind == "oneOf" and field == "qpus":
+        return f"qpus must be a count from 1 to 64 or device names (got {_short(value)})"
+    return f"{loc}: {err.message[:200]}"
 
 
 def parse_request(data: Any, where: str = "<jobspec>") -> HybridRequest:
