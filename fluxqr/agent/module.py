@@ -451,8 +451,12 @@ class FluxqrModule(BrokerModule):
         views = {}
         for dev in self.inventory:
             state = self.refresher.states.get(dev.name) if self.refresher else None
+            # A session slot is taken from the moment its open starts (several jobs may
+            # be admitted in one tick) until the session is closed.
             in_use = sum(1 for j in self.jobs.values() if j.jobid != exclude and
-                         dev.name in j.tokens and j.phase not in ("done",))
+                         dev.name in j.devices and j.phase != "done" and
+                         (dev.name in j.tokens or (j.jobid, "open") in self._busy or
+                          j.phase == "opening"))
             views[dev.name] = DeviceView(
                 up=state.up if state else True, slots=dev.sessions, in_use=in_use,
                 reason=(state.properties.get("down_reason", "") if state else ""))
@@ -578,7 +582,7 @@ class FluxqrModule(BrokerModule):
             self._busy.discard((job.jobid, "lead"))
             if job.phase != "opening":
                 return
-            ttl = float(self.settings.get("idle-timeout", 60.0))
+            ttl = job.idle_timeout or float(self.settings.get("idle-timeout", 60.0))
             waits = [self.drain.eta(d, job.queue.get(d), 0.0) for d in job.devices]
             known = [w for w in waits if w is not None]
             if not anchor_due(job.lead, max(known) if known else None, ttl):
@@ -589,13 +593,22 @@ class FluxqrModule(BrokerModule):
                 return
             self._anchor(job)
 
-        # Learn the device queue before deciding (one vendor read per device, in a thread).
-        def read_queues() -> dict[str, int | None]:
-            return {d: self._side(d).queue_length() for d in job.devices}
+        # Learn the device queue and the session's idle timeout (the vendor's interactive
+        # TTL, where its session record gives it) before deciding; vendor reads, in a thread.
+        def read_queues() -> tuple[dict[str, int | None], list[float]]:
+            ttls = []
+            for d in job.devices:
+                info = self._side(d).session(job.tokens[d]) if d in job.tokens else None
+                if info and isinstance(info.get("interactive_ttl"), int | float):
+                    ttls.append(float(info["interactive_ttl"]))
+            return {d: self._side(d).queue_length() for d in job.devices}, ttls
 
         def queues_read(result: Any, error: BaseException | None) -> None:
             if error is None:
-                job.queue.update(result or {})
+                queues, ttls = result
+                job.queue.update(queues)
+                if ttls:
+                    job.idle_timeout = min(ttls)
             self._lead(job, decide)
 
         self._work((job.jobid, "queues"), read_queues, queues_read)
