@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -259,7 +260,10 @@ def _http(method: str, url: str, body: bytes | None = None, bearer: str | None =
         "    print(urllib.request.urlopen(req, timeout=30).status)\n"
         "except urllib.error.HTTPError as e:\n"
         "    print(e.code)\n")
-    r = subprocess.run([sys.executable, "-I", "-c", code, method, url,
+    # another uid may not read this interpreter's install (e.g. under /root): any python 3
+    python = sys.executable if as_uid is None else (shutil.which("python3", path="/usr/bin:"
+                                                                 "/usr/local/bin") or "")
+    r = subprocess.run([python, "-I", "-c", code, method, url,
                         (body or b"").decode(), bearer or ""], capture_output=True, text=True,
                        timeout=60, user=as_uid, cwd="/")
     assert r.returncode == 0, r.stderr
