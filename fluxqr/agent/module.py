@@ -794,6 +794,8 @@ class FluxqrModule(BrokerModule):
                     self.store.delete(str(job.jobid))
             job.phase = "done"
             self._update_memo(job, final=True)
+            if "clean" in job.times:  # closed after the job's clean event: forget it now
+                self._forget(job)
 
         if not tokens and not anchors:
             job.phase = "done"
@@ -897,8 +899,9 @@ class FluxqrModule(BrokerModule):
                 (job.jobid, "open") not in self._busy:
             self._respond_env(job, msg)
             return
-        if job.phase in ("ending", "done") and job.why:
-            self.handle.respond_error(msg, errno.ECANCELED, f"fluxqr: {job.why}")
+        if job.phase in ("ending", "done"):  # never queue a waiter nothing will answer
+            self.handle.respond_error(msg, errno.ECANCELED,
+                                      f"fluxqr: {job.why or f'job {jobid} has ended'}")
             return
         # The session is still opening (`now` at allocation): answer when it is open.
         self._env_waiters.setdefault(jobid, []).append(msg)
