@@ -243,3 +243,17 @@ def test_a_refused_site_key_is_a_502_that_names_no_key(site, monkeypatch) -> Non
     gw.revoke(108)
     monkeypatch.setenv(KEY_VAR, SECRET)
     gw.configure(inv)
+
+
+def test_gateway_setting() -> None:
+    from fluxqr.core.config import parse_gateway, settings
+    from fluxqr.errors import FluxqrError
+
+    assert settings({"fluxqr": {"devices": "d.yaml"}}, ())["gateway"] == ("127.0.0.1", 0)
+    assert parse_gateway("0.0.0.0:8443") == ("0.0.0.0", 8443)
+    assert parse_gateway("[::1]:0") == ("::1", 0)
+    for off in ("off", "", False, "none"):
+        assert parse_gateway(off) is None
+    for bad in ("localhost:1", "127.0.0.1", "127.0.0.1:70000", "1.2.3.4:x"):
+        with pytest.raises(FluxqrError, match="gateway: invalid address"):
+            parse_gateway(bad)
