@@ -23,7 +23,10 @@ What it does, all from the broker's reactor, with every vendor call in a worker 
   held jobs from the journal and closes orphaned sessions; at instance shutdown it closes
   everything;
 * **serve the tasks' environment** (``fluxqr.session-env``, owner-only) and its state
-  (``fluxqr.status``).
+  (``fluxqr.status``);
+* **keep the site's vendor credentials** — tasks reach the vendor through the agent's
+  credential gateway (:mod:`fluxqr.agent.gateway`) with a per-job token that dies with
+  the job; no task ever gets the site key.
 
 A configuration error (no ``[fluxqr]`` table, a broken devices file) never stops the
 module from loading, and so never stops an instance from starting: the agent reports
@@ -90,6 +93,8 @@ class FluxqrModule(BrokerModule):
         self.store: Any = None
         self.jobs: dict[int, HybridJob] = {}
         self.sides: dict[str, Any] = {}
+        self.gateway: Any = None
+        self._gateway_bind: tuple[str, int] | None = None
         self.drain = DrainModel()
         self._env_waiters: dict[int, list[Any]] = {}
         self._memos: dict[int, str] = {}
@@ -151,6 +156,7 @@ class FluxqrModule(BrokerModule):
                            f"'flux config reload' or reload the module)")
             return
         self.settings, self.inventory, self.store, self.refresher = new, inv, store, refresher
+        self._start_gateway()
         self._open_ledger(conf)
         self.sides = {}
         self.drain = DrainModel(default=new["vendor-job-seconds"])
@@ -162,6 +168,31 @@ class FluxqrModule(BrokerModule):
         self._refresh_timer.start()
         self.log.info(f"fluxqr: agent serving {len(inv)} device(s) from {new['devices']}, "
                       f"refresh every {new['interval']:g} s")
+
+    def _start_gateway(self) -> None:
+        """(Re)start the credential gateway on the configured address; off on error."""
+        from fluxqr.agent.gateway import Gateway
+
+        bind = self.settings.get("gateway")
+        if self.gateway is not None and (bind is None or self._gateway_bind != bind):
+            self.gateway.stop()  # revokes every job's token
+            self.gateway = None
+        if bind is not None and self.gateway is None:
+            try:
+                self.gateway = Gateway(bind, owner=self.owner)
+                self._gateway_bind = bind
+            except OSError as exc:
+                self.log.error(f"fluxqr: credential gateway not started on "
+                               f"{bind[0]}:{bind[1]}: {exc.strerror or exc}; hybrid tasks "
+                               f"get no vendor access")
+                return
+            self.log.info(f"fluxqr: credential gateway at {self.gateway.url}")
+        if self.gateway is not None:
+            self.gateway.configure(self.inventory)
+
+    def _revoke(self, job: HybridJob) -> None:
+        if self.gateway is not None:
+            self.gateway.revoke(job.jobid)
 
     def _open_ledger(self, conf: dict[str, Any]) -> None:
         """The QPU accounting ledger; a broken one is reported and accounting is off."""
@@ -732,6 +763,7 @@ class FluxqrModule(BrokerModule):
             return
         opening = (job.jobid, "open") in self._busy or (job.jobid, "anchor") in self._busy
         job.phase = "ending"
+        self._revoke(job)
         self._answer_env(job, error=f"job ended ({why})")
         if not opening:  # else the open/anchor callback closes what it got
             self._close(job, why)
@@ -775,6 +807,8 @@ class FluxqrModule(BrokerModule):
                     self.store.delete(str(job.jobid))
             job.phase = "done"
             self._update_memo(job, final=True)
+            if "clean" in job.times:  # closed after the job's clean event: forget it now
+                self._forget(job)
 
         if not tokens and not anchors:
             job.phase = "done"
@@ -800,6 +834,7 @@ class FluxqrModule(BrokerModule):
         line = scrub(" ".join(str(why).split()), list(job.tokens.values()))
         job.why = line
         job.phase = "ending" if job.phase != "done" else job.phase
+        self._revoke(job)
         self.log.error(f"fluxqr: job {job.jobid}: {line}")
         self._answer_env(job, error=line)
         self._update_memo(job)  # before the exception: an inactive job takes no memo
@@ -808,6 +843,7 @@ class FluxqrModule(BrokerModule):
         self._close(job, "vendor failure")
 
     def _forget(self, job: HybridJob) -> None:
+        self._revoke(job)
         if job.phase == "done":
             self.jobs.pop(job.jobid, None)
             self._memos.pop(job.jobid, None)
@@ -876,8 +912,9 @@ class FluxqrModule(BrokerModule):
                 (job.jobid, "open") not in self._busy:
             self._respond_env(job, msg)
             return
-        if job.phase in ("ending", "done") and job.why:
-            self.handle.respond_error(msg, errno.ECANCELED, f"fluxqr: {job.why}")
+        if job.phase in ("ending", "done"):  # never queue a waiter nothing will answer
+            self.handle.respond_error(msg, errno.ECANCELED,
+                                      f"fluxqr: {job.why or f'job {jobid} has ended'}")
             return
         # The session is still opening (`now` at allocation): answer when it is open.
         self._env_waiters.setdefault(jobid, []).append(msg)
@@ -899,7 +936,11 @@ class FluxqrModule(BrokerModule):
                               token=job.tokens.get(d.name)) for d in devices],
                 duration=job.duration, devices_file=self.settings.get("devices"),
                 userid=job.userid)
-            env = task_environment(js, devices)
+            access = None
+            if self.gateway is not None:
+                grant = self.gateway.grant(job.jobid, job.userid, devices, job.tokens)
+                access = self.gateway.settings(grant) if grant else None
+            env = task_environment(js, devices, gateway=access)
         except (FluxqrError, KeyError, AttributeError) as exc:
             self.handle.respond_error(msg, errno.ENOENT, f"fluxqr: job {job.jobid}: {exc}")
             return
@@ -940,6 +981,8 @@ class FluxqrModule(BrokerModule):
         try:
             super().run()
         finally:
+            if self.gateway is not None:
+                self.gateway.stop()  # every job token dies with the agent
             if self._terminated and self.inventory is not None:
                 self._close_all_now()
             logging.getLogger("fluxqr").removeHandler(self._handler)

@@ -218,8 +218,8 @@ QRMI_LIST_DELIMITER = ","
 
 
 def task_environment(js: JobSessions, devices: list[Device], timeout: float | None = None,
-                     *, jobid: str | int | None = None, userid: int | None = None
-                     ) -> dict[str, str]:
+                     *, jobid: str | int | None = None, userid: int | None = None,
+                     gateway: dict[str, dict[str, str]] | None = None) -> dict[str, str]:
     """The variables a job's tasks get: the QRMI job contract plus ``FLUXQR_*``.
 
     The QRMI part is what qrmi reads (``qrmi.get_job_qpu_resources_and_types`` and the
@@ -228,6 +228,11 @@ def task_environment(js: JobSessions, devices: list[Device], timeout: float | No
     owner's numeric uid: Pasqal's on-premises type needs them), and per resource
     ``<resource_id>_QRMI_*`` settings, the acquisition token and the time limit.
     ``jobid`` and ``userid`` default to the job's own (``js.jobid``, ``js.userid``).
+
+    Vendor credentials are never part of it: ``gateway`` maps a device name to the QRMI
+    settings (suffix -> value) of the agent's credential gateway
+    (:mod:`fluxqr.agent.gateway`: its endpoints and the job's own token), which replace
+    the device's own; a device the gateway does not serve gets no credential.
     """
     by_name = {d.name: d for d in devices}
     env: dict[str, str] = {"FLUXQR_QPUS": ",".join(r.device for r in js.records)}
@@ -247,8 +252,10 @@ def task_environment(js: JobSessions, devices: list[Device], timeout: float | No
         types.append(QRMI_TYPE_NAMES.get(_qrmi_member(dev), str(dev.params["resource_type"])))
         for suffix, value in (dev.params.get("config") or {}).items():
             env[f"{rid}_{suffix.removeprefix(rid + '_')}"] = str(value)
-        for setting, value in _credential_values(dev).items():
-            env[f"{rid}_{setting.removeprefix(rid + '_')}"] = value
+        for secret in dev.credentials:  # a setting named in both: the secret is left out
+            env.pop(f"{rid}_{secret.removeprefix(rid + '_')}", None)
+        for suffix, value in ((gateway or {}).get(dev.name) or {}).items():
+            env[f"{rid}_{suffix}"] = value
         if rec.token:
             env[f"{rid}_QRMI_JOB_ACQUISITION_TOKEN"] = rec.token
         seconds = timeout or js.duration
@@ -267,6 +274,3 @@ def task_environment(js: JobSessions, devices: list[Device], timeout: float | No
             env["QRMI_JOB_UID"] = str(int(uid))  # qrmi parses it as an i32
     return env
 
-
-def _credential_values(dev: Device) -> dict[str, str]:
-    return {s: os.environ[v] for s, v in dev.credentials.items() if os.environ.get(v)}
