@@ -3,7 +3,7 @@
 1. probe the local devices (Qiskit Aer and a fake IBM Fez, mqt-core's QDMI devices,
    Braket's local simulator) and print their live properties;
 2. build the hybrid resource graph (one node + the QPUs) as an R with those properties;
-3. with Flux: start a local instance loaded with it (sessions and refresh on), submit
+3. with Flux: start a local instance loaded with it (the fluxqr agent loaded), submit
    ``jobspec/examples/bell.yaml`` — a node and a QPU in one allocation — and show
    what the task printed and the session recorded on the job. Without Flux: show the
    jobspec that would be submitted, and how to get Flux.
