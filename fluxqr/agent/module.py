@@ -92,6 +92,7 @@ class FluxqrModule(BrokerModule):
         self.refresher: Any = None
         self.store: Any = None
         self.jobs: dict[int, HybridJob] = {}
+        self._jobspecs: dict[int, Any] = {}   # held jobs' jobspecs (from their submit event)
         self.sides: dict[str, Any] = {}
         self.gateway: Any = None
         self._gateway_bind: tuple[str, int] | None = None
@@ -382,6 +383,8 @@ class FluxqrModule(BrokerModule):
         job.mark("submit", event.timestamp)
         job.held = job.held_start and ctx.get("urgency") == 0 and job.urgency is not None
         self.jobs[job.jobid] = job
+        if job.held_start:  # for Fluxion's start estimates while it is held
+            self._jobspecs[job.jobid] = spec
         self._account_submit(job, spec)
         if not job.held_start and ctx.get("urgency") == 0 and job.urgency:
             # Held by a client that expected a vendor queue; the instance decided `now`.
@@ -583,13 +586,16 @@ class FluxqrModule(BrokerModule):
     def _lead(self, job: HybridJob, then: Callable[[], None]) -> None:
         """Ask Fluxion when this job could start (its ``without_allocating_future`` match),
         store it in ``job.lead``, then call ``then``."""
-        try:
-            spec = self.handle.rpc("job-info.lookup", {"id": job.jobid, "keys": ["jobspec"],
-                                                       "flags": 0}).get()["jobspec"]
-        except OSError:
-            job.lead = None
-            then()
-            return
+        spec = self._jobspecs.get(job.jobid)
+        if spec is None:  # not seen at submit (adopted after a reload): ask once
+            try:
+                spec = self.handle.rpc("job-info.lookup", {"id": job.jobid, "keys": ["jobspec"],
+                                                           "flags": 0}).get()["jobspec"]
+            except OSError:
+                job.lead = None
+                then()
+                return
+            self._jobspecs[job.jobid] = spec
 
         def answered(future) -> None:
             try:
@@ -708,6 +714,7 @@ class FluxqrModule(BrokerModule):
         self._work((job.jobid, "poll"), poller, done)
 
     def _release(self, job: HybridJob) -> None:
+        self._jobspecs.pop(job.jobid, None)  # Fluxion takes it from here
         job.mark("agent-release")
         job.phase = "released"
         job.why = None
@@ -844,6 +851,7 @@ class FluxqrModule(BrokerModule):
 
     def _forget(self, job: HybridJob) -> None:
         self._revoke(job)
+        self._jobspecs.pop(job.jobid, None)
         if job.phase == "done":
             self.jobs.pop(job.jobid, None)
             self._memos.pop(job.jobid, None)
