@@ -33,13 +33,14 @@ class FluxInstance(LocalInstance):
 
     def __init__(self, workdir: Path, r_path: Path, size: int = 2, hosts: str | None = None,
                  config: str = "", validator: bool = True, env: dict[str, str] | None = None,
-                 devices: Path | None = None, agent_args: tuple[str, ...] = ()):
+                 devices: Path | None = None, agent_args: tuple[str, ...] = (),
+                 agent: bool = True):
         # the instance's python commands (flux qr, the plugin, the prolog) import this checkout
         env = dict(env or {})
         env["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p)
         super().__init__(workdir, r_path, size=size, hosts=hosts, config=config,
                          validator=validator, devices=devices, env=env,
-                         agent_args=agent_args)
+                         agent=agent, agent_args=agent_args)
         self.env["FLUXQR_MODULE"] = str(self.module)
 
     def run(self, argv: list[str], check: bool = True, timeout: float = 120,

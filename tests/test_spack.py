@@ -39,6 +39,7 @@ SPACK_NAMES = {
     "qrmi": "py-qrmi",
     "mqt-core": "py-mqt-core",
     "amazon-braket-sdk": "py-amazon-braket-sdk",
+    "qiskit-braket-provider": "py-qiskit-braket-provider",
 }
 #: extras that are not vendor SDKs: "all" aggregates the SDK extras, "dev" is for developers,
 #: "flux" is what Flux's own Python bindings import (in Spack, flux-core depends on those),

@@ -45,6 +45,7 @@ class HybridJob:
     lead: float | None = None               # Fluxion's predicted seconds until the job starts
     held: bool = False                      # urgency 0 set by fluxqr (CLI, or the agent)
     by_hand: bool = False                   # a user released the held job themselves
+    result: str | None = None               # completed, failed, canceled, timeout
     times: dict[str, float] = field(default_factory=dict)  # submit, opened, anchored, ...
 
     @property

@@ -82,6 +82,8 @@ class FluxqrModule(BrokerModule):
         logging.getLogger("fluxqr").setLevel(logging.INFO)
         self.owner = os.getuid()
         self.error: str | None = None
+        self.ledger: Any = None
+        self.limits: Any = None
         self.settings: dict[str, Any] = {}
         self.inventory: Any = None
         self.refresher: Any = None
@@ -136,12 +138,20 @@ class FluxqrModule(BrokerModule):
             refresher = Refresher(inv, FluxionTarget(self.handle),
                                   failure_threshold=new["failure-threshold"],
                                   timeout=new["timeout"])
+            # A hung vendor never stalls a cycle: reads get 80% of the interval, and a read
+            # still running is left to finish for the next one.
+            refresher.read_budget = new["interval"] * 0.8
+            from fluxqr.devices import scrubio
+
+            # SDK loggers (qrmi's among them) never print a credential into flux dmesg.
+            scrubio.install_log_filters(scrubio.inventory_secrets(inv))
         except (FluxqrError, OSError) as exc:
             self.error = str(exc)
             self.log.error(f"fluxqr: agent not configured: {exc} (fix it, then run "
                            f"'flux config reload' or reload the module)")
             return
         self.settings, self.inventory, self.store, self.refresher = new, inv, store, refresher
+        self._open_ledger(conf)
         self.sides = {}
         self.drain = DrainModel(default=new["vendor-job-seconds"])
         self.error = None
@@ -152,6 +162,31 @@ class FluxqrModule(BrokerModule):
         self._refresh_timer.start()
         self.log.info(f"fluxqr: agent serving {len(inv)} device(s) from {new['devices']}, "
                       f"refresh every {new['interval']:g} s")
+
+    def _open_ledger(self, conf: dict[str, Any]) -> None:
+        """The QPU accounting ledger; a broken one is reported and accounting is off."""
+        from fluxqr.core.accounting import Ledger
+        from fluxqr.core.config import Limits
+        from fluxqr.flux.instance import accounting_db
+
+        self.limits = self.settings.get("limits") or Limits()
+        try:
+            if self.ledger is not None:
+                self.ledger.close()
+            self.ledger = Ledger(accounting_db(self.handle, conf))
+        except (FluxqrError, OSError) as exc:
+            self.ledger = None
+            self.log.error(f"fluxqr: QPU accounting is off: {exc}")
+
+    def _account(self, hook: str, *args: Any, **kwargs: Any) -> Any:
+        """Call a ledger hook; accounting faults are logged, never break the agent."""
+        if self.ledger is None:
+            return None
+        try:
+            return getattr(self.ledger, hook)(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - sqlite or our own errors alike
+            self.log.error(f"fluxqr: accounting {hook} failed: {exc}")
+            return None
 
     @request_handler("config-reload")
     def _config_reload(self, msg) -> None:
@@ -252,6 +287,7 @@ class FluxqrModule(BrokerModule):
             self._on_urgency(job, ctx)
         elif name == "alloc":
             job.mark("alloc", event.timestamp)
+            self._account("job_running", job.jobid, event.timestamp)
             if job.phase not in ("ending", "done"):
                 job.phase = "running" if live or job.start == "now" else job.phase
                 if job.phase != "running":  # replayed: held job already released
@@ -260,14 +296,32 @@ class FluxqrModule(BrokerModule):
                     self._begin(job)
         elif name == "start":
             job.mark("start", event.timestamp)
+            # Devices without a vendor grant (local simulators, `now` sessions) are charged
+            # from the job's start.
+            for d in job.devices or self._allocated_devices(job):
+                if "granted" not in job.times:
+                    self._account("session_event", job.jobid, d, "activated",
+                                  event.timestamp)
         elif name == "exception" and ctx.get("severity", 0) == 0:
             job.mark("exception", event.timestamp)
+            job.result = job.result or {"cancel": "canceled", "timeout": "timeout"}.get(
+                str(ctx.get("type")), "failed")
             if live:
                 self._end(job, f"job exception: {ctx.get('type')}")
             else:
                 job.phase = "ending"
         elif name in ENDING:
             job.mark(name, event.timestamp)
+            if name == "finish":
+                job.result = job.result or ("completed" if ctx.get("status") == 0
+                                            else "failed")
+            if name == "clean" and live:
+                for d in job.devices:
+                    if d not in job.refs:  # no vendor session: charged wall time until now
+                        self._account("session_event", job.jobid, d, "closed",
+                                      event.timestamp)
+                self._account("job_ended", job.jobid, job.result or "failed",
+                              event.timestamp)
             if live:
                 self._end(job, name)
                 if name == "clean":
@@ -297,6 +351,7 @@ class FluxqrModule(BrokerModule):
         job.mark("submit", event.timestamp)
         job.held = job.held_start and ctx.get("urgency") == 0 and job.urgency is not None
         self.jobs[job.jobid] = job
+        self._account_submit(job, spec)
         if not job.held_start and ctx.get("urgency") == 0 and job.urgency:
             # Held by a client that expected a vendor queue; the instance decided `now`.
             job.held = True
@@ -308,6 +363,25 @@ class FluxqrModule(BrokerModule):
             job.urgency = int(ctx.get("urgency", 16))
             if self._replayed:
                 self._hold_unheld(job)
+
+    def _account_submit(self, job: HybridJob, spec: dict[str, Any]) -> None:
+        from fluxqr.core.accounting import job_facts
+
+        if self.ledger is None:
+            return
+        try:
+            import pwd
+
+            username = pwd.getpwuid(job.userid).pw_name
+        except (KeyError, OverflowError):
+            username = None
+        facts = job_facts(spec)
+        vendors = {d: (self.inventory.get(d).vendor if self.inventory else None)
+                   for d in job.devices}
+        self._account("job_started", job.jobid, userid=job.userid, username=username,
+                      queue=facts.get("queue"), bank=facts.get("bank"),
+                      project=facts.get("project"), devices=vendors,
+                      t_submit=job.times.get("submit"))
 
     def _hold_unheld(self, job: HybridJob) -> None:
         """A held-start job that arrived unheld (a path that could not hold it): hold it
@@ -391,6 +465,27 @@ class FluxqrModule(BrokerModule):
         for job in list(self.jobs.values()):
             if job.held and job.phase in ("waiting", "opening", "anchored", "granted"):
                 self._advance(job)
+            if self.limits and job.phase in ("granted", "released", "running") and \
+                    self.ledger is not None:
+                self._check_limit(job)
+
+    def _check_limit(self, job: HybridJob) -> None:
+        """Close a running job's sessions when it reaches a site QPU limit."""
+        from fluxqr.core.accounting import over_limit
+
+        try:
+            reason = over_limit(self.ledger, self.limits, job.jobid)
+        except Exception as exc:  # noqa: BLE001 - accounting never breaks the agent
+            self.log.error(f"fluxqr: limit check of job {job.jobid} failed: {exc}")
+            return
+        if not reason:
+            return
+        job.why, job.result = reason, "canceled"
+        self.log.info(f"fluxqr: job {job.jobid}: {reason}")
+        self._update_memo(job)
+        self.handle.rpc("job-manager.raise", {"id": job.jobid, "type": "qpu-limit",
+                                              "severity": 0, "note": f"fluxqr: {reason}"})
+        self._end(job, "QPU limit")
 
     def _advance(self, job: HybridJob) -> None:
         if self.error or self.inventory is None:
@@ -433,6 +528,7 @@ class FluxqrModule(BrokerModule):
                     if token is not None:
                         job.tokens[name] = token
                         job.refs[name] = _ref(token)
+                        self._account("session_event", job.jobid, name, "opened")
                 job.mark("opened")
                 self._save(job)
             if job.phase in ("ending", "done"):
@@ -551,6 +647,7 @@ class FluxqrModule(BrokerModule):
                 job.mark("granted")
                 for d in devices:
                     self.drain.learn(d, job.queue.get(d) or 0, waited)
+                    self._account("session_event", job.jobid, d, "activated")
 
             def decide() -> None:
                 if job.phase == "anchored" and release_due(job, granted):
@@ -636,15 +733,24 @@ class FluxqrModule(BrokerModule):
                     self._side(d).cancel(anchor)
                 except Exception as exc:  # noqa: BLE001 - the session close below matters
                     errors.append(f"anchor on {d}: {exc}")
+            usage = {}
             for d, token in tokens.items():
                 try:
                     self._side(d).close(token)
                 except Exception as exc:  # noqa: BLE001
                     errors.append(f"release of {d}: {exc}")
-            return errors
+                info = self._side(d).session(token)  # the vendor's billing, after the close
+                if info and isinstance(info.get("elapsed_time"), int | float):
+                    usage[d] = float(info["elapsed_time"])
+            return errors, usage
 
-        def done(errors: Any, error: BaseException | None) -> None:
-            errors = list(errors or []) + ([str(error)] if error else [])
+        def done(result: Any, error: BaseException | None) -> None:
+            errors, usage = result if result else ([], {})
+            errors = list(errors) + ([str(error)] if error else [])
+            for d, seconds in usage.items():
+                self._account("record_usage", job.jobid, d, qpu_seconds=seconds)
+            for d in tokens:
+                self._account("session_event", job.jobid, d, "closed")
             if errors:
                 job.why = f"closing failed: {errors[0]}"
                 self.log.error(f"fluxqr: job {job.jobid}: {'; '.join(errors)}")
