@@ -32,7 +32,7 @@ class PyFluxqr(PythonPackage):
     variant("braket", default=False, description="Amazon Braket adapter")
 
     # [build-system] requires
-    depends_on("py-setuptools@68:", type="build")
+    depends_on("py-setuptools@61:", type="build")
     depends_on("py-wheel", type="build")
 
     # [project] requires-python and dependencies
