@@ -90,7 +90,8 @@ class LocalInstance:
         if self.devices:  # sessions on: the shell plugin gives tasks their session environment
             # This R describes simulated nodes, not this machine's cores: no CPU binding
             # (the cpu-affinity plugin would report the missing cores on every job).
-            initrc = self.workdir / "local-initrc.lua"
+            # beside the installed initrc: the shell reads lua.d/ next to the initrc it runs
+            initrc = self.files["shell_initrc"].with_name("initrc-local.lua")
             initrc.write_text('shell.options["cpu-affinity"] = "off"\n'
                               f'source ("{self.files["shell_initrc"]}")\n')
             cmd.append(f"-Sconf.shell_initrc={initrc}")
