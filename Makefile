@@ -14,18 +14,22 @@ export FLUX_PREFIX
 
 .PHONY: setup demo test bench docs lint graphs clean flux have-flux
 
-setup: have-flux $(STAMP)
+setup: $(STAMP)
 
+# A venv made before links the bindings of the Flux just built (a separate line: `make -n`
+# runs lines naming $(MAKE), and must change nothing).
 flux:
 	scripts/build-flux.sh $(if $(FLUX_PREFIX),--prefix "$(FLUX_PREFIX)") \
 		$(if $(FLUX_SOURCES),--sources "$(FLUX_SOURCES)")
+	if [ -f $(STAMP) ]; then $(PY) -m fluxqr.flux.env link; fi
 
-# Build Flux only when no Flux with Fluxion is found; the venv then links its bindings.
+# Build Flux only when no Flux with Fluxion is found.
 have-flux:
-	@if scripts/build-flux.sh --check $(if $(FLUX_PREFIX),--prefix "$(FLUX_PREFIX)"); then :; else \
-		$(MAKE) --no-print-directory flux && rm -f $(STAMP); fi
+	@scripts/build-flux.sh --check $(if $(FLUX_PREFIX),--prefix "$(FLUX_PREFIX)") \
+		|| $(MAKE) --no-print-directory flux
 
-$(STAMP): pyproject.toml
+# have-flux first (also under make -j): the venv links the bindings of the Flux found or built.
+$(STAMP): pyproject.toml | have-flux
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[all,dev]'

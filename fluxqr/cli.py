@@ -9,14 +9,47 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from fluxqr.core.tables import format_rows
 from fluxqr.errors import FluxqrError
 
 DEVICES_ENV = "FLUXQR_DEVICES"
+#: Largest synthetic cluster ``graph build --nodes`` makes (nodes, and cores/gpus per node).
+MAX_SYNTH_NODES = 65536
+MAX_SYNTH_PER_NODE = 4096
+#: Shortest ``refresh --interval``: below it the cycle cannot keep its rhythm (a cycle
+#: costs an RPC round trip per change plus the reads) and the vendor APIs are hammered.
+MIN_INTERVAL = 1.0
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with one-line errors (the usage is one ``--help`` away), exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        text = " ".join(message.split())
+        self.exit(2, f"{self.prog}: {text}; see '{self.prog} --help'\n")
+
+
+def bounded(kind: type, lo: float, hi: float) -> Callable[[str], Any]:
+    """An argparse ``type`` that accepts a finite ``kind`` value in ``[lo, hi]``."""
+
+    def convert(text: str) -> Any:
+        try:
+            value = kind(text)
+        except (ValueError, OverflowError):
+            raise argparse.ArgumentTypeError(f"invalid {kind.__name__} {text[:40]!r}") from None
+        if not (math.isfinite(value) and lo <= value <= hi):
+            raise argparse.ArgumentTypeError(f"{text[:40]} is not between {lo:g} and {hi:g}")
+        return value
+
+    convert.__name__ = kind.__name__
+    return convert
 
 
 def _add_devices_opt(p: argparse.ArgumentParser, required: bool = True) -> None:
@@ -37,6 +70,9 @@ def cmd_graph_build(args: argparse.Namespace) -> int:
     if args.input:
         g = graph.read(args.input)
     elif args.nodes is not None:
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]{0,63}", args.prefix):
+            raise FluxqrError(f"--prefix: invalid hostname prefix {args.prefix[:40]!r}",
+                              fix="use letters, digits, '-' and '_' (at most 64)")
         g = graph.synthesize(args.nodes, args.cores, args.gpus, args.prefix)
     else:
         raise FluxqrError("no classical resources given",
@@ -111,12 +147,55 @@ def cmd_devices_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _qubit_counts(values: list[str] | None) -> tuple[dict[str, int], int | None]:
+    """``--qubits N`` (every device) and ``--qubits NAME=N`` options."""
+    per, default = {}, None
+    for text in values or ():
+        name, _, count = text.rpartition("=")
+        try:
+            n = int(count)
+        except ValueError:
+            raise FluxqrError(f"--qubits {text}: not a count", fix="use --qubits N or "
+                              "--qubits NAME=N") from None
+        if name:
+            per[name] = n
+        else:
+            default = n
+    return per, default
+
+
+def cmd_devices_import(args: argparse.Namespace) -> int:
+    import yaml
+
+    from fluxqr._io import atomic_write, load_structured
+    from fluxqr.core import inventory, qrmi_import
+
+    data = load_structured(args.file, "QRMI config")
+    per, default = _qubit_counts(args.qubits)
+    out = qrmi_import.from_qrmi_config(data, per, default, where=str(args.file))
+    inventory.parse(out, str(args.output or "<stdout>"))  # what we write must load
+    text = ("# Imported from the Slurm QRMI plugin's " + os.path.basename(args.file)
+            + " by 'fluxqr devices import'.\n# Secrets are not copied: set the variables "
+            "named under credentials.\n" + yaml.safe_dump(out, sort_keys=False))
+    if args.output:
+        atomic_write(args.output, lambda fp: fp.write(text))
+    else:
+        sys.stdout.write(text)
+    names = sorted({v for d in out["devices"] for v in d.get("credentials", {}).values()})
+    if names:
+        print(f"fluxqr: set these secrets in the agent's environment: {', '.join(names)}",
+              file=sys.stderr)
+    return 0
+
+
 def cmd_devices_probe(args: argparse.Namespace) -> int:
     from fluxqr import devices
     from fluxqr.core import inventory
+    from fluxqr.devices import scrubio
 
     inv = inventory.load(args.devices)
-    snaps = devices.probe(inv, timeout=args.timeout)
+    with scrubio.scrubbed_stderr(scrubio.inventory_secrets(inv)):
+        snaps = devices.probe(inv, timeout=args.timeout)
     if args.json:
         print(json.dumps([s.to_dict() for s in snaps], indent=2))
     else:
@@ -186,6 +265,9 @@ def cmd_refresh(args: argparse.Namespace) -> int:
     from fluxqr.agent import refresh
     from fluxqr.core import inventory
 
+    if args.interval is not None and args.interval < MIN_INTERVAL:
+        raise FluxqrError(f"--interval {args.interval:g} is below the minimum of "
+                          f"{MIN_INTERVAL:g} s", fix=f"use --interval {MIN_INTERVAL:g} or more")
     inv = inventory.load(args.devices)
     if args.graph:
         target = refresh.GraphFileTarget(args.graph)
@@ -193,8 +275,24 @@ def cmd_refresh(args: argparse.Namespace) -> int:
         from fluxqr.flux import instance
 
         target = refresh.FluxionTarget(instance.connect())
-    r = refresh.Refresher(inv, target, failure_threshold=args.failure_threshold,
-                          timeout=args.timeout)
+    import logging
+
+    from fluxqr.devices import scrubio
+
+    # Up/down transitions and scheduler reconciliation: one line each, on stderr.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("fluxqr: %(message)s"))
+    rlog = logging.getLogger("fluxqr.agent.refresh")
+    rlog.addHandler(handler)
+    rlog.setLevel(logging.WARNING)
+    rlog.propagate = False
+    with scrubio.scrubbed_stderr(scrubio.inventory_secrets(inv)):
+        return _refresh_loop(args, refresh.Refresher(
+            inv, target, failure_threshold=args.failure_threshold, timeout=args.timeout))
+
+
+def _refresh_loop(args: argparse.Namespace, r: Any) -> int:
+    from fluxqr.agent import refresh
 
     def report(rep: refresh.CycleReport) -> None:
         down = sorted(s.name for s in r.states.values() if s.path and not s.up)
@@ -203,12 +301,16 @@ def cmd_refresh(args: argparse.Namespace) -> int:
         for err in rep.errors:
             print(f"  error: {err}", file=sys.stderr, flush=True)
 
-    if args.interval is None:
-        report(r.cycle())
-        return 0
-    if args.interval <= 0:
-        raise FluxqrError(f"--interval must be > 0 (got {args.interval})")
-    refresh.run_forever(r, args.interval, on_cycle=report)
+    try:
+        if args.interval is None:
+            report(r.cycle())
+            return 0
+        refresh.run_forever(r, args.interval, on_cycle=report)
+    except KeyboardInterrupt:
+        # Not a device failure: nothing is recorded for the cycle that was cut short.
+        print(f"fluxqr refresh: interrupted after {r.cycles} cycle(s)", file=sys.stderr,
+              flush=True)
+        return 130
     return 0
 
 
@@ -352,6 +454,15 @@ def cmd_usage(args: argparse.Namespace) -> int:
 # -- installation --------------------------------------------------------------------------
 
 
+def cmd_sandbox(args: argparse.Namespace) -> int:
+    from fluxqr import sandbox
+
+    command = list(args.cmd or [])
+    if command[:1] == ["--"]:
+        command = command[1:]
+    return sandbox.main(args.devices, args.workdir, args.job, command)
+
+
 def cmd_flux_install(args: argparse.Namespace) -> int:
     from fluxqr.flux import install as fluxinstall
 
@@ -375,7 +486,7 @@ def cmd_flux_install(args: argparse.Namespace) -> int:
 
 
 def build_parser(prog: str = "fluxqr") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description="Flux Quantum Resources: quantum "
+    parser = OneLineParser(prog=prog, description="Flux Quantum Resources: quantum "
                                      "devices as schedulable Flux resources.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -387,9 +498,12 @@ def build_parser(prog: str = "fluxqr") -> argparse.ArgumentParser:
     b.add_argument("--input", "-i", metavar="FILE",
                    help="classical resources: an RFC 20 R (R_lite, or with 'scheduling') or a "
                         "Fluxion JGF")
-    b.add_argument("--nodes", type=int, help="synthesize N identical nodes instead of --input")
-    b.add_argument("--cores", type=int, default=1, help="cores per synthetic node")
-    b.add_argument("--gpus", type=int, default=0, help="GPUs per synthetic node")
+    b.add_argument("--nodes", type=bounded(int, 1, MAX_SYNTH_NODES),
+                   help="synthesize N identical nodes instead of --input")
+    b.add_argument("--cores", type=bounded(int, 1, MAX_SYNTH_PER_NODE), default=1,
+                   help="cores per synthetic node")
+    b.add_argument("--gpus", type=bounded(int, 0, MAX_SYNTH_PER_NODE), default=0,
+                   help="GPUs per synthetic node")
     b.add_argument("--prefix", default="node", help="hostname prefix of synthetic nodes")
     _add_devices_opt(b, required=False)
     b.add_argument("--probe", action="store_true",
@@ -415,9 +529,19 @@ def build_parser(prog: str = "fluxqr") -> argparse.ArgumentParser:
     lst.set_defaults(func=cmd_devices_list)
     pr = dsub.add_parser("probe", help="read every device now and print its snapshot")
     _add_devices_opt(pr)
-    pr.add_argument("--timeout", type=float, help="seconds per device (default: per device)")
+    pr.add_argument("--timeout", type=bounded(float, 0.001, 3600),
+                    help="seconds per device (default: per device)")
     pr.add_argument("--json", action="store_true", help="machine-readable output")
     pr.set_defaults(func=cmd_devices_probe)
+    im = dsub.add_parser("import", help="turn the Slurm QRMI plugin's qrmi_config.json into "
+                         "a devices.yaml (secrets become environment-variable names)")
+    im.add_argument("file", metavar="qrmi_config.json", help="the spank_qrmi admin config")
+    im.add_argument("--qubits", action="append", metavar="[NAME=]N",
+                    help="qubit count of device NAME, or of every device (repeatable; "
+                         "qrmi_config.json has none)")
+    im.add_argument("--output", "-o", metavar="FILE",
+                    help="write atomically to FILE (default: stdout)")
+    im.set_defaults(func=cmd_devices_import)
 
     js = sub.add_parser("jobspec", help="translate a hybrid jobspec YAML into canonical "
                         "RFC 14 JSON (pipe it to flux job submit)")
@@ -428,7 +552,7 @@ def build_parser(prog: str = "fluxqr") -> argparse.ArgumentParser:
     js.set_defaults(func=cmd_jobspec)
     su = sub.add_parser("submit", help="submit a hybrid jobspec YAML; prints the job id")
     su.add_argument("file", metavar="JOB.yaml", help="hybrid jobspec (YAML or JSON)")
-    su.add_argument("--urgency", type=int, help="job urgency (0-31)")
+    su.add_argument("--urgency", type=bounded(int, 0, 31), help="job urgency (0-31)")
     su.add_argument("--dry-run", action="store_true", help="print the jobspec, do not submit")
     su.set_defaults(func=cmd_submit)
     rf = sub.add_parser("refresh", help="push live device properties and status into the "
@@ -436,13 +560,13 @@ def build_parser(prog: str = "fluxqr") -> argparse.ArgumentParser:
     _add_devices_opt(rf)
     mode = rf.add_mutually_exclusive_group()
     mode.add_argument("--once", action="store_true", help="one cycle, then exit (default)")
-    mode.add_argument("--interval", type=float, metavar="SECONDS",
+    mode.add_argument("--interval", type=bounded(float, 0, 86400), metavar="SECONDS",
                       help="run a cycle every SECONDS until interrupted")
     rf.add_argument("--graph", metavar="FILE",
                     help="offline: update this R/JGF file atomically instead of an instance")
-    rf.add_argument("--timeout", type=float, metavar="SECONDS",
+    rf.add_argument("--timeout", type=bounded(float, 0.001, 3600), metavar="SECONDS",
                     help="seconds per device read (default: per device)")
-    rf.add_argument("--failure-threshold", type=int, default=3, metavar="N",
+    rf.add_argument("--failure-threshold", type=bounded(int, 1, 1000), default=3, metavar="N",
                     help="failed reads in a row before a device goes down (default 3)")
     rf.set_defaults(func=cmd_refresh)
     st = sub.add_parser("status", help="the refresh module's view of every device")
@@ -475,6 +599,17 @@ def build_parser(prog: str = "fluxqr") -> argparse.ArgumentParser:
                     help="also draw usage over time per device into this PNG (needs "
                          "matplotlib: the 'report' extra)")
     us.set_defaults(func=cmd_usage)
+    sb = sub.add_parser("sandbox", help="start a local Flux instance with the built-in "
+                        "quantum devices; run CMD or a jobspec in it, or a shell")
+    sb.add_argument("--devices", "-d", metavar="FILE",
+                    help="device inventory (default: the built-in graphs/local-devices.yaml)")
+    sb.add_argument("--job", metavar="JOB.yaml", help="submit this hybrid jobspec, wait for "
+                    "it and print its output")
+    sb.add_argument("--workdir", default=".sandbox", metavar="DIR",
+                    help="where the instance's files go (default .sandbox)")
+    sb.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ...",
+                    help="run CMD inside the instance instead of a shell")
+    sb.set_defaults(func=cmd_sandbox)
     fi = sub.add_parser("flux-install", help="write the files through which Flux finds "
                         "fluxqr (flux qr command, submit plugin, broker module, job-ingest "
                         "plugins, job shell plugin)")

@@ -3,7 +3,7 @@
 1. probe the local devices (Qiskit Aer and a fake IBM Fez, mqt-core's QDMI devices,
    Braket's local simulator) and print their live properties;
 2. build the hybrid resource graph (one node + the QPUs) as an R with those properties;
-3. with Flux: start a local instance loaded with it (sessions and refresh on), submit
+3. with Flux: start a local instance loaded with it (the fluxqr agent loaded), submit
    ``jobspec/examples/bell.yaml`` — a node and a QPU in one allocation — and show
    what the task printed and the session recorded on the job. Without Flux: show the
    jobspec that would be submitted, and how to get Flux.
@@ -42,7 +42,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {r_path}: {', '.join(f'{n} {t}' for t, n in g.counts().items())}")
 
     req = jobspec.load_request(args.job)
-    req.command = [sys.executable, "-m", "fluxqr.demo_task"]
     if not (fluxenv.flux_command() and fluxenv.has_fluxion()):
         js = jobspec.translate(req, jobspec.view_from_graph(g, str(r_path)), environment={})
         print("\n== 3. the hybrid jobspec (canonical RFC 14) that would be submitted:")
@@ -52,24 +51,17 @@ def main(argv: list[str] | None = None) -> int:
               "both (e.g. spack install flux-sched, or build them from source into /opt/flux) "
               "and run 'make demo' again.")
         return 0
-    return _run_in_flux(work, r_path, args.devices, args.job, req)
+    return _run_in_flux(work, args.devices, args.job)
 
 
-def _run_in_flux(work: Path, r_path: Path, devices_file: str, job: str,
-                 req: jobspec.HybridRequest) -> int:
-    from fluxqr.flux.localinstance import LocalInstance
+def _run_in_flux(work: Path, devices_file: str, job: str) -> int:
+    """Submit ``job`` as written (its own command) in a local instance with the devices."""
+    from fluxqr import sandbox
 
     print(f"\n== 3. local Flux instance ({fluxenv.flux_command()}) with sessions on; "
           f"submitting {job}", flush=True)
-    jobfile = work / "bell.json"
-    jobfile.write_text(json.dumps({"version": 1, "name": req.name or "bell",
-                                   "command": req.command, "nodes": 1,
-                                   "duration": req.duration or 300,
-                                   "quantum": _quantum_yaml(req.quantum)}))
-    with LocalInstance(work / "instance", r_path, size=1, hosts="node0",
-                       devices=Path(devices_file).resolve()) as inst:
-        inst.run(["flux", "module", "load", str(inst.module),
-                  f"devices={Path(devices_file).resolve()}", "interval=30"])
+    with sandbox.local_instance(devices_file, work, echo=False) as inst:
+        jobfile = sandbox.job_for_instance(job, work)
         sub = inst.fluxqr("submit", str(jobfile))
         if sub.returncode != 0:
             print(sub.stderr, file=sys.stderr)
@@ -90,15 +82,6 @@ def _run_in_flux(work: Path, r_path: Path, devices_file: str, job: str,
             "annotations", {}).get("user", {})
         print("session record on the job: " + json.dumps(memo.get("qpu_sessions", memo)))
         return 0 if info["result"] == "COMPLETED" else 1
-
-
-def _quantum_yaml(q: jobspec.QuantumRequest | None) -> dict:
-    if q is None:
-        return {}
-    out = {k: v for k, v in q.to_dict().items() if k not in ("session_mode",
-                                                             "session_max_time")}
-    out["session"] = {"mode": q.session_mode}
-    return out
 
 
 if __name__ == "__main__":

@@ -17,10 +17,19 @@ from fluxqr.core.inventory import Device, Inventory
 from fluxqr.core.sessions import JobSessions, SessionStore, close_sessions, open_sessions, qpus_in_R
 from fluxqr.errors import FluxqrError
 
+#: The ``sdk=`` values :meth:`AllocatedQPU.backend` knows.
+SDKS = ("native", "qiskit", "braket")
+
 
 @dataclass
 class AllocatedQPU:
-    """One QPU of the current job."""
+    """One QPU of the current job.
+
+    ``properties`` are the QPU vertex's properties as Fluxion stores them (strings);
+    the same values are also attributes with their Python types (``qpu.num_qubits`` an
+    int, ``qpu.error_2q`` a float, ``qpu.formats`` a list, ``qpu.executes`` a bool),
+    None when the device did not report them.
+    """
 
     name: str
     properties: dict[str, str]
@@ -30,10 +39,29 @@ class AllocatedQPU:
     def qubits(self) -> int:
         return int(self.properties.get("num_qubits", self.device.qubits if self.device else 0))
 
-    def backend(self) -> Any:
-        """A ready SDK object: Qiskit BackendV2 (QRMI, QDMI, Qiskit devices) or a Braket device."""
+    def __getattr__(self, key: str) -> Any:
+        # Only called for names that are not fields: the typed graph properties.
+        from fluxqr.devices.snapshot import PROPERTY_TYPES, parse_value
+
+        if key.startswith("_") or key not in PROPERTY_TYPES:
+            raise AttributeError(f"{type(self).__name__} has no attribute {key!r}")
+        return parse_value(key, self.__dict__.get("properties", {}).get(key))
+
+    def backend(self, sdk: str = "native") -> Any:
+        """The device as an SDK object.
+
+        ``sdk="native"`` (the default, as before): the adapter's own object — a Qiskit
+        ``BackendV2`` for ``qiskit``, ``qdmi`` and IBM ``qrmi`` devices, a Braket
+        ``LocalSimulator``/``AwsDevice`` for ``braket`` devices, a ``qrmi.QuantumResource``
+        for other QRMI resources. ``sdk="qiskit"``: a Qiskit ``BackendV2`` for every
+        device that can run Qiskit circuits (Braket ones through qiskit-braket-provider).
+        ``sdk="braket"``: a Braket device. Otherwise a one-line error naming what the
+        device supports.
+        """
         from fluxqr.devices import adapter_for
 
+        if sdk not in SDKS:
+            raise FluxqrError(f"unknown sdk '{sdk}'", fix=f"use one of: {', '.join(SDKS)}")
         if self.device is None:
             raise FluxqrError(f"QPU {self.name}: its device entry is unknown",
                               fix="set FLUXQR_DEVICES to the site's devices.yaml")
@@ -42,7 +70,7 @@ class AllocatedQPU:
             # In a job, qrmi reads <resource_id>_QRMI_* variables the session layer exported.
             dev = replace(dev, params={k: v for k, v in dev.params.items() if k != "config"},
                           credentials={})
-        return adapter_for(dev).backend()
+        return adapter_for(dev).sdk_backend(sdk)
 
 
 class Allocation(list):
@@ -126,9 +154,10 @@ class Session:
         self._js = js
         self._inventory = inventory
 
-    def backend(self, name: str | None = None) -> Any:
+    def backend(self, name: str | None = None, sdk: str = "native") -> Any:
+        """The named QPU (default: the first) as an SDK object; see :meth:`AllocatedQPU.backend`."""
         qpu = self.qpus[name] if name else self.qpus[0]
-        return qpu.backend()
+        return qpu.backend(sdk)
 
     def close(self) -> None:
         if self._js is not None:

@@ -111,7 +111,8 @@ if [ "$DRY" = 1 ]; then
         echo "build-flux: sources downloaded from the flux-framework GitHub releases"
     fi
     if command -v dpkg-query >/dev/null; then
-        echo "build-flux: missing build dependencies:$(missing_debs)"
+        MISSING=$(missing_debs)
+        echo "build-flux: missing build dependencies:${MISSING:- none}"
     fi
     exit 0
 fi

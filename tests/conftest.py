@@ -37,3 +37,16 @@ def assert_user_error(result: subprocess.CompletedProcess, *needles: str) -> Non
     assert "Traceback" not in result.stderr
     for needle in needles:
         assert needle in lines[0], (needle, lines[0])
+
+
+@pytest.fixture(scope="module")
+def inst(tmp_path_factory):
+    """A real instance over graphs/local-devices.yaml, set up as the admin guide says (no
+    agent), with live values in Fluxion; one per test module (a module may define its own
+    ``inst`` instead)."""
+    from fluxinst import local_devices_instance
+
+    instance = local_devices_instance(tmp_path_factory.mktemp("flux-local"),
+                                      GRAPHS / "local-devices.yaml")
+    yield instance
+    instance.stop()

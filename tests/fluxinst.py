@@ -33,13 +33,14 @@ class FluxInstance(LocalInstance):
 
     def __init__(self, workdir: Path, r_path: Path, size: int = 2, hosts: str | None = None,
                  config: str = "", validator: bool = True, env: dict[str, str] | None = None,
-                 devices: Path | None = None, agent_args: tuple[str, ...] = ()):
+                 devices: Path | None = None, agent_args: tuple[str, ...] = (),
+                 agent: bool = True):
         # the instance's python commands (flux qr, the plugin, the prolog) import this checkout
         env = dict(env or {})
         env["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p)
         super().__init__(workdir, r_path, size=size, hosts=hosts, config=config,
                          validator=validator, devices=devices, env=env,
-                         agent_args=agent_args)
+                         agent=agent, agent_args=agent_args)
         self.env["FLUXQR_MODULE"] = str(self.module)
 
     def run(self, argv: list[str], check: bool = True, timeout: float = 120,
@@ -77,3 +78,35 @@ def build_r(path: Path, nodes: int = 2, cores: int = 4, devices: Path | None = N
         graph.add_devices(g, inventory.load(devices))
     graph.write_r(g, path)
     return path
+
+
+#: live values as the refresh loop would push them (what selection tests select on)
+LIVE_VALUES = (("/cluster0/fake_fez", ["error_2q=0.0042", "queue_depth=7", "status=online"]),
+               ("/cluster0/iqm_garnet", ["error_2q=0.011", "queue_depth=0", "status=online"]))
+
+
+def local_devices_instance(work: Path, devices: Path):
+    """An instance (as the admin guide sets one up, without the agent) over ``devices``,
+    with :data:`LIVE_VALUES` pushed into Fluxion; a context manager."""
+    instance = FluxInstance(work, build_r(work / "R.json", devices=devices),
+                            hosts="node[0-1]", env=fluxqr_env(work / "fluxqr"))
+    instance.start()
+    for path, kv in LIVE_VALUES:
+        for item in kv:
+            instance.run(["flux", "ion-resource", "set-property", path, item])
+    return instance
+
+
+def njobs(inst: FluxInstance) -> int:
+    """How many jobs the instance has seen (a refused submission adds none)."""
+    return len(inst.run(["flux", "jobs", "-a", "-no", "{id}"]).stdout.split())
+
+
+def qpus_of(inst: FluxInstance, jobid: str) -> list[str]:
+    """The QPU names in a completed job's R (which must also hold its nodes)."""
+    info = inst.wait_job(jobid)
+    assert info["result"] == "COMPLETED", info
+    r = inst.job_R(jobid)
+    assert r["execution"]["R_lite"], "the job's R must hold its nodes"
+    return sorted(n["metadata"]["name"] for n in r["scheduling"]["graph"]["nodes"]
+                  if n["metadata"]["type"] == "qpu")

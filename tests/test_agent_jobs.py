@@ -1,10 +1,102 @@
-"""The agent's pure decisions (fluxqr.agent.jobs) and its journal request: no Flux instance."""
+"""The agent's decisions, without Flux: admission, drain model, release and anchor timing."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from fluxqr.agent.jobs import HybridJob, release_due, step_period
+from fluxqr.agent.jobs import (
+    DeviceView,
+    DrainModel,
+    HybridJob,
+    admit,
+    anchor_due,
+    release_due,
+    step_period,
+)
+
+
+def _job(start: str = "ready", devices: tuple[str, ...] = ("ibm_fez",)) -> HybridJob:
+    return HybridJob(42, 1001, start, list(devices), urgency=16)
+
+
+def test_admit_needs_the_device_up_and_a_free_session_slot() -> None:
+    job = _job()
+    assert admit(job, {"ibm_fez": DeviceView(up=True, slots=2, in_use=1)}) is None
+    why = admit(job, {"ibm_fez": DeviceView(up=True, slots=2, in_use=2)})
+    assert why == "no free session slot on ibm_fez (2 of 2 held for other jobs)"
+    why = admit(job, {"ibm_fez": DeviceView(up=False, slots=2, in_use=0,
+                                            reason="maintenance window")})
+    assert why == "device ibm_fez is down (maintenance window)"
+    assert "not in the agent's inventory" in admit(job, {})
+
+
+def test_admit_checks_every_device_of_the_job() -> None:
+    job = _job(devices=("a", "b"))
+    views = {"a": DeviceView(True, 1, 0), "b": DeviceView(True, 1, 1)}
+    assert admit(job, views) == "no free session slot on b (1 of 1 held for other jobs)"
+
+
+def test_drain_model_starts_from_the_site_default_and_learns_from_anchors() -> None:
+    model = DrainModel(default=60.0, weight=0.5)
+    assert model.eta("fez", positions=3, waited=0.0) == 240.0  # (3 + 1) x 60
+    assert model.eta("fez", positions=None, waited=0.0) is None
+    model.learn("fez", positions=3, seconds=40.0)               # 10 s per position
+    assert model.per_position("fez") == 10.0
+    model.learn("fez", positions=0, seconds=30.0)               # moving average
+    assert model.per_position("fez") == pytest.approx(20.0)
+    assert model.eta("fez", positions=1, waited=100.0) == 0.0   # never negative
+    assert model.per_position("other") == 60.0                  # per device
+
+
+def test_ready_releases_only_on_the_vendor_grant() -> None:
+    job = _job("ready")
+    job.eta, job.lead = 0.0, 1000.0
+    assert not release_due(job, granted=False)
+    assert release_due(job, granted=True)
+
+
+def test_predicted_releases_when_the_grant_is_no_further_than_the_job_start() -> None:
+    job = _job("predicted")
+    job.eta, job.lead = 120.0, 30.0   # vendor far, nodes soon: wait
+    assert not release_due(job, granted=False)
+    job.eta = 30.5                    # within the launch margin of the job's start
+    assert release_due(job, granted=False)
+    job.eta = None                    # no prediction: wait for the grant
+    assert not release_due(job, granted=False)
+    assert release_due(job, granted=True)
+
+
+def test_anchor_is_held_back_while_the_session_would_lapse_before_the_job_starts() -> None:
+    assert anchor_due(lead=None, vendor_wait=None, idle_timeout=60)   # nothing known: go
+    assert anchor_due(lead=10, vendor_wait=0, idle_timeout=60)        # nodes nearly free
+    assert anchor_due(lead=100, vendor_wait=80, idle_timeout=60)      # 100 <= 80 + 30
+    assert not anchor_due(lead=200, vendor_wait=80, idle_timeout=60)  # would lapse
+
+
+def test_memo_and_record_never_carry_the_session_token() -> None:
+    job = _job()
+    job.tokens["ibm_fez"] = "secret-session-token"
+    job.refs["ibm_fez"] = "sha256:0123456789abcdef"
+    job.times["opened"] = 1_800_000_000.0
+    shown = json.dumps({"qpu": job.memo(), "qpu_sessions": job.sessions_memo()})
+    assert "secret-session-token" not in shown
+    assert job.sessions_memo()["ibm_fez"] == {"mode": "dedicated",
+                                               "session": "sha256:0123456789abcdef",
+                                               "acquired": "2027-01-15T08:00:00Z",
+                                               "released": None}
+    # the owner-only record keeps it, for re-adoption after a reload
+    assert HybridJob.from_dict(job.to_dict()).tokens == {"ibm_fez": "secret-session-token"}
+
+
+def test_memo_says_why_a_job_waits_and_how_it_was_started() -> None:
+    job = _job()
+    job.why, job.queue = "device ibm_fez is down", {"ibm_fez": 7}
+    assert job.memo() == {"start": "ready", "state": "waiting", "device": "ibm_fez",
+                          "vendor_queue": 7, "why": "device ibm_fez is down"}
+    job.by_hand, job.start = True, "now"
+    assert job.memo()["start"] == "now (released by hand)"
 
 
 @pytest.mark.parametrize(("idle_timeout", "step"), [
@@ -37,4 +129,4 @@ def test_journal_asks_only_for_the_events_the_agent_acts_on() -> None:
     assert payload["full"] is True
     allowed = set(payload["allow"])
     assert {"submit", "urgency", "alloc", "exception", "finish", "clean"} <= allowed
-    assert not allowed & {"memo", "validate", "depend", "priority", "start", "release", "free"}
+    assert not allowed & {"memo", "validate", "depend", "priority", "release", "free"}

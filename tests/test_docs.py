@@ -49,6 +49,7 @@ WORKDIR_FILES = {
     "devices.yaml": GRAPHS / "local-devices.yaml",
     **{p.name: p for p in sorted((JOBSPECS / "examples").iterdir())},
     **{p.name: p for p in sorted(EXAMPLES.glob("*.py"))},
+    "qrmi_config.json": ROOT / "tests" / "data" / "qrmi_config.json.example",
 }
 #: the admin guide's site paths, replaced by the test instance's own in its modprobe files
 SITE_MODULE = "/opt/fluxqr/flux/modules/fluxqr.py"
@@ -163,7 +164,9 @@ def needs(cmd: Command) -> str:
     for words in _segments(cmd.text):
         args = _fluxqr_args(words)
         if args is not None:
-            if args[:1] in (["submit"], ["status"], ["session"]) or (
+            if args[:1] == ["sandbox"]:
+                need = "flux"  # starts its own instance
+            elif args[:1] in (["submit"], ["status"], ["session"]) or (
                     args[:1] in (["jobspec"], ["refresh"]) and "--graph" not in args) or (
                     args[:1] == ["usage"] and "--db" not in args):
                 return "instance"
@@ -298,7 +301,9 @@ def instance(tmp_path_factory):
     env["FLUX_MODPROBE_PATH_APPEND"] = str(modprobe)
     kwargs: dict = {}
     if "devices" in inspect.signature(FluxInstance).parameters:
-        kwargs["devices"] = Path(devices)  # [fluxqr] devices, session prolog/epilog
+        kwargs["devices"] = Path(devices)  # [fluxqr] devices
+        if "agent" in inspect.signature(FluxInstance).parameters:
+            kwargs["agent"] = False  # the documented modprobe files load it
     else:
         kwargs["config"] = f'\n[fluxqr]\ndevices = "{devices}"\n'
     inst = FluxInstance(work, build_r(work / "R.json", devices=Path(devices)),

@@ -126,6 +126,13 @@ def test_cancel_while_held_cancels_the_anchor_and_closes_the_session(env) -> Non
                          ).stdout.strip()
         _until(lambda: _memo(inst, jobid).get("state") == "anchored", what="anchored")
         session = _ops(server, "acquire")[-1]["session_id"]
+        # flux qr status lists the held job with its vendor state
+        from flux.job import JobID
+
+        held = json.loads(inst.run(["flux", "qr", "status", "--json"]).stdout)["jobs"]
+        assert held[str(int(JobID(jobid)))]["state"] == "anchored"
+        assert held[str(int(JobID(jobid)))]["vendor_queue"] >= 1
+        assert JobID(jobid).f58 in inst.run(["flux", "qr", "status"]).stdout
         inst.run(["flux", "cancel", jobid])
         inst.wait_job(jobid)
         _balanced(server)
@@ -215,6 +222,14 @@ def test_fifty_jobs_random_cancel_timeout_failure_sessions_balanced(env) -> None
         if kind in ("ok", "fail"):
             assert info["result"] == ("COMPLETED" if kind == "ok" else "FAILED"), (kind, info)
     _balanced(server)
+    opened = {e["session_id"]: e["time"] for e in _ops(server, "acquire")}
+    closed = {e["session_id"]: e["time"] for e in _ops(server, "release")}
+    edges = sorted([(t, 1) for t in opened.values()] + [(t, -1) for t in closed.values()])
+    level = peak = 0
+    for _, step in edges:
+        level += step
+        peak = max(peak, level)
+    assert peak <= 2, f"{peak} sessions open at once on a device with 2 session slots"
     status = json.loads(inst.run(["flux", "qr", "status", "--json"]).stdout)
     assert not status["jobs"], status["jobs"]
     state = Path(inst.run(["flux", "getattr", "rundir"]).stdout.strip()) / "fluxqr"
@@ -301,5 +316,83 @@ def test_broken_config_never_stops_the_instance(tmp_path: Path) -> None:
                              ).stdout.strip()
             assert inst.wait_job(child)["result"] == "COMPLETED"
             assert "no devices file configured" in out.read_text(), out.read_text()
+        finally:
+            inst.stop()
+
+
+def _usage(inst: FluxInstance, *args: str) -> str:
+    return inst.run(["flux", "qr", "usage", "--since", "1d", *args]).stdout
+
+
+def test_usage_recorded_for_every_ending_and_matching_the_vendor_billing(env) -> None:
+    """Complete, fail, cancel and timeout: one row each, charged what the vendor billed."""
+    import csv
+    import io
+
+    inst, server, work = env
+    server.reset()
+    jobs = {}
+    for kind, cmd, extra in (("completed", ["sleep", "1"], []), ("failed", ["false"], []),
+                             ("canceled", ["sleep", "60"], []),
+                             ("timeout", ["sleep", "60"], ["-t", "3s"])):
+        jobs[kind] = inst.run(["flux", "submit", "-N1", "--qpu-device=ibm_fez", *extra, *cmd]
+                              ).stdout.strip()
+    inst.run(["flux", "job", "wait-event", "-t", "120", jobs["canceled"], "start"])
+    inst.run(["flux", "cancel", jobs["canceled"]])
+    for jobid in jobs.values():
+        inst.wait_job(jobid, timeout=180)
+    _balanced(server)
+    from flux.job import JobID
+
+    def rows() -> dict[str, dict]:
+        data = json.loads(_usage(inst, "--jobs", "--format", "json"))
+        return {r["jobid"]: r for r in data["jobs"]}
+
+    wanted = {int(JobID(j)) for j in jobs.values()}
+    _until(lambda: all(rows().get(j, {}).get("exit") for j in wanted), what="jobs ended")
+    by_id = rows()
+    log = server.log()
+    billed = {s["id"]: s["billed"] for s in log["sim_sessions"]}
+    import hashlib
+
+    for kind, jobid in jobs.items():
+        row = by_id[int(JobID(jobid))]
+        assert row["exit"] == kind and row["device"] == "ibm_fez", row
+        ref = ((inst.job_info(jobid).get("annotations") or {}).get("user") or {}) \
+            .get("qpu_sessions", {}).get("ibm_fez", {}).get("session")
+        session = next(s for s in billed if "sha256:" + hashlib.sha256(s.encode())
+                       .hexdigest()[:16] == ref)
+        assert row["source"] == "vendor" and row["qpu_seconds"] == pytest.approx(
+            billed[session], abs=1e-6), (kind, row, billed[session])
+    # every format: the table, CSV and JSON agree on the totals
+    table = _usage(inst)
+    assert "ibm_fez" in table
+    parsed = list(csv.DictReader(io.StringIO(_usage(inst, "--format", "csv"))))
+    total = json.loads(_usage(inst, "--format", "json"))["totals"]
+    assert [r["device"] for r in parsed] == [t["device"] for t in total]
+
+
+def test_qpu_limits_at_submit_and_while_running(tmp_path: Path) -> None:
+    with QCSStandIn("fake_fez", apikey=SECRET, time_scale=30.0) as server:
+        devices = _devices(tmp_path / "devices.yaml", server)
+        inst = FluxInstance(tmp_path / "i", build_r(tmp_path / "R.json", devices=devices),
+                            hosts="node[0-1]", devices=devices, env={KEY_VAR: SECRET},
+                            config="\n[fluxqr.limits]\njob-qpu-seconds = 120\n").start()
+        try:
+            # at submit: a session that may run 10 minutes is over the 2-minute cap
+            r = inst.run(["flux", "submit", "-N1", "--qpu-device=ibm_fez",
+                          "--qpu-session-time=10m", "true"], check=False)
+            assert r.returncode != 0 and not r.stdout.strip()
+            assert len(r.stderr.strip().splitlines()) == 1
+            assert "over the site limit of 120 per job" in r.stderr, r.stderr
+            # while running: the job is stopped when its session reaches the cap
+            jobid = inst.run(["flux", "submit", "-N1", "--qpu-device=ibm_fez", "sleep", "600"]
+                             ).stdout.strip()
+            info = inst.wait_job(jobid, timeout=300)
+            assert info["result"] != "COMPLETED"
+            exc = [e for e in _events(inst, jobid) if e["name"] == "exception"]
+            assert exc and exc[0]["context"]["type"] == "qpu-limit", exc
+            assert "reaching the site limit" in exc[0]["context"]["note"]
+            _balanced(server)
         finally:
             inst.stop()

@@ -87,10 +87,20 @@ def test_two_qpus_in_one_job(inst: FluxInstance) -> None:
 
 
 def test_impossible_qubit_count_is_unsatisfiable(inst: FluxInstance) -> None:
-    jobid = inst.submit(_jobspec(_qpu(500)))
-    info = inst.wait_job(jobid)
-    assert info["result"] != "COMPLETED"
-    assert "unsatisfiable" in json.dumps(info).lower()
+    spec = _jobspec(_qpu(500))
+    # fluxqr's ingest plugins refuse it at submit, in one line naming the largest QPU ...
+    r = inst.run(["flux", "job", "submit"], input=json.dumps(spec), check=False)
+    assert r.returncode != 0 and "no QPU has 500 qubits" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    # ... and the graph itself cannot satisfy it: Fluxion's own feasibility check says so.
+    out = inst.python("import flux, json, sys\n"
+                      "try:\n"
+                      "    flux.Flux().rpc('feasibility.check', {'jobspec': json.loads("
+                      "sys.stdin.read())}).get()\n"
+                      "    print('satisfiable')\n"
+                      "except OSError as e:\n"
+                      "    print(e.strerror)\n", input=json.dumps(spec)).stdout
+    assert "unsatisfiable" in out.lower(), out
 
 
 def test_graph_file_reloads(inst: FluxInstance, tmp_path: Path) -> None:

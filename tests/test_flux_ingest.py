@@ -13,39 +13,21 @@ from pathlib import Path
 
 import pytest
 from conftest import GRAPHS, ROOT
-from fluxinst import FluxInstance, build_r, fluxqr_env, requires_flux
+from fluxinst import (
+    FluxInstance,
+    build_r,
+    fluxqr_env,
+    njobs,
+    qpus_of,
+    requires_flux,
+)
 
 pytestmark = [requires_flux, pytest.mark.flux]
 
 DEVICES = GRAPHS / "local-devices.yaml"
 
 
-@pytest.fixture(scope="module")
-def inst(tmp_path_factory):
-    work = tmp_path_factory.mktemp("flux-ingest")
-    env = fluxqr_env(work / "fluxqr")
-    with FluxInstance(work, build_r(work / "R.json", devices=DEVICES), hosts="node[0-1]",
-                      env=env) as instance:
-        for path, kv in (("/cluster0/fake_fez", ["error_2q=0.0042", "queue_depth=7",
-                                                  "status=online"]),
-                         ("/cluster0/iqm_garnet", ["error_2q=0.011", "queue_depth=0",
-                                                    "status=online"])):
-            for item in kv:
-                instance.run(["flux", "ion-resource", "set-property", path, item])
-        yield instance
-
-
-def _njobs(inst: FluxInstance) -> int:
-    return len(inst.run(["flux", "jobs", "-a", "-no", "{id}"]).stdout.split())
-
-
-def _qpus_of(inst: FluxInstance, jobid: str) -> list[str]:
-    info = inst.wait_job(jobid)
-    assert info["result"] == "COMPLETED", info
-    r = inst.job_R(jobid)
-    assert r["execution"]["R_lite"], "the job's R must hold its nodes"
-    return sorted(n["metadata"]["name"] for n in r["scheduling"]["graph"]["nodes"]
-                  if n["metadata"]["type"] == "qpu")
+# `inst`: the local-devices instance of tests/conftest.py
 
 
 def _classical(inst: FluxInstance, *argv: str) -> dict:
@@ -70,7 +52,7 @@ def test_cli_plugin_only_sets_the_request(inst: FluxInstance) -> None:
                     "exclusive": False, "session_mode": "dedicated"}}
     jobid = inst.run(["flux", "submit", "-n1", "--qpu-vendor=iqm", "--qubits=4", "true"]
                      ).stdout.strip()
-    assert _qpus_of(inst, jobid) == ["iqm_garnet"]
+    assert qpus_of(inst, jobid) == ["iqm_garnet"]
     assert _quantum(inst, jobid)["resolution"]["source"] == "running Fluxion"
 
 
@@ -79,7 +61,7 @@ def test_setattr_without_the_plugin(inst: FluxInstance) -> None:
     jobid = inst.run(["flux", "submit", "-n1", "--setattr=system.quantum.qubits=100",
                       "--setattr=system.quantum.max_error_2q=0.005", "true"],
                      env={"FLUX_CLI_PLUGINPATH_OVERRIDE": ""}).stdout.strip()
-    assert _qpus_of(inst, jobid) == ["fake_fez"]
+    assert qpus_of(inst, jobid) == ["fake_fez"]
     assert _quantum(inst, jobid)["request"]["qubits"] == 100
 
 
@@ -87,7 +69,7 @@ def test_raw_canonical_jobspec(inst: FluxInstance, tmp_path: Path) -> None:
     job = tmp_path / "job.yaml"
     job.write_text('version: 1\ncommand: ["true"]\nquantum: {device: ddsim}\n')
     spec = json.loads(inst.run(["flux", "qr", "submit", "--dry-run", str(job)]).stdout)
-    assert _qpus_of(inst, inst.submit(spec)) == ["ddsim"]
+    assert qpus_of(inst, inst.submit(spec)) == ["ddsim"]
 
 
 @pytest.mark.parametrize("qpu,expected", [
@@ -101,7 +83,7 @@ def test_raw_hand_written_qpu(inst: FluxInstance, qpu: dict, expected: list | No
     spec = _classical(inst, "-N1")
     spec["resources"].append(qpu)
     jobid = inst.submit(spec)
-    chosen = _qpus_of(inst, jobid)
+    chosen = qpus_of(inst, jobid)
     assert chosen == expected if expected else len(chosen) == 1
     assert "resolution" in _quantum(inst, jobid)
 
@@ -114,11 +96,11 @@ def test_python_api_example(inst: FluxInstance) -> None:
 
 def test_qpu_names(inst: FluxInstance, tmp_path: Path) -> None:
     jobid = inst.run(["flux", "submit", "-N1", "--qpu=ddsim", "true"]).stdout.strip()
-    assert _qpus_of(inst, jobid) == ["ddsim"]
+    assert qpus_of(inst, jobid) == ["ddsim"]
     job = tmp_path / "job.yaml"
     job.write_text('version: 1\ncommand: ["true"]\nquantum: {qpus: [braket_sv]}\n')
     jobid = inst.run(["flux", "qr", "submit", str(job)]).stdout.strip()
-    assert _qpus_of(inst, jobid) == ["braket_sv"]
+    assert qpus_of(inst, jobid) == ["braket_sv"]
 
 
 def test_vendor_selection_inside_a_batch_child(inst: FluxInstance) -> None:
@@ -134,16 +116,16 @@ def test_vendor_selection_inside_a_batch_child(inst: FluxInstance) -> None:
     log = (inst.workdir / "batch.log").read_text() if (inst.workdir / "batch.log").exists() else ""
     assert info["result"] == "COMPLETED", (info, log)
     assert (inst.workdir / "child.out").read_text().split() == ["COMPLETED", "COMPLETED"]
-    assert _qpus_of(inst, jobid) == ["braket_sv"]
+    assert qpus_of(inst, jobid) == ["braket_sv"]
 
 
 def test_classical_v1_violation_still_rejected(inst: FluxInstance) -> None:
     spec = _classical(inst, "-n1")
     del spec["attributes"]["system"]["duration"]
-    before = _njobs(inst)
+    before = njobs(inst)
     r = inst.run(["flux", "job", "submit"], input=json.dumps(spec), check=False)
     assert r.returncode != 0 and "duration" in r.stderr, r.stderr
-    assert _njobs(inst) == before
+    assert njobs(inst) == before
 
 
 # -- the same one-line errors on every path --------------------------------------------------
@@ -170,7 +152,7 @@ def _one_line(r, needle: str) -> None:
 @pytest.mark.parametrize("case", sorted(BAD))
 def test_bad_input_fails_alike_on_every_path(inst: FluxInstance, case: str) -> None:
     request, needle = BAD[case]
-    before = _njobs(inst)
+    before = njobs(inst)
     _one_line(inst.run(["flux", "submit", "-n1", CLI[case], "true"], check=False), needle)
     setattrs = [f"--setattr=system.quantum.{k}={json.dumps(v)}" for k, v in request.items()]
     _one_line(inst.run(["flux", "submit", "-n1", *setattrs, "true"], check=False,
@@ -186,16 +168,16 @@ def test_bad_input_fails_alike_on_every_path(inst: FluxInstance, case: str) -> N
             f"try:\n    submit(add_quantum(spec, **{request!r}))\n"
             "except FluxqrError as exc:\n    sys.exit(f'{exc}')\n")
     _one_line(inst.python(code, check=False), needle)
-    assert _njobs(inst) == before
+    assert njobs(inst) == before
 
 
 def test_bad_hand_written_shape(inst: FluxInstance) -> None:
     spec = _classical(inst, "-N1")
     spec["resources"].append({"type": "qpu", "count": 1, "with": [{"type": "gpu", "count": 1}]})
-    before = _njobs(inst)
+    before = njobs(inst)
     _one_line(inst.run(["flux", "job", "submit"], input=json.dumps(spec), check=False),
               "unknown resource type 'gpu' under qpu")
-    assert _njobs(inst) == before
+    assert njobs(inst) == before
 
 
 def test_plain_instance_says_how_to_fix(tmp_path: Path) -> None:

@@ -8,40 +8,21 @@ from pathlib import Path
 
 import pytest
 from conftest import GRAPHS, JOBSPECS
-from fluxinst import FluxInstance, build_r, fluxqr_env, requires_flux
+from fluxinst import (
+    FluxInstance,
+    build_r,
+    fluxqr_env,
+    njobs,
+    qpus_of,
+    requires_flux,
+)
 
 pytestmark = [requires_flux, pytest.mark.flux]
 
 DEVICES = GRAPHS / "local-devices.yaml"
 
 
-@pytest.fixture(scope="module")
-def inst(tmp_path_factory):
-    work = tmp_path_factory.mktemp("flux-jobspec")
-    env = fluxqr_env(work / "fluxqr")
-    with FluxInstance(work, build_r(work / "R.json", devices=DEVICES), hosts="node[0-1]",
-                      env=env) as instance:
-        # live values as the refresh loop would push them
-        for path, kv in (("/cluster0/fake_fez", ["error_2q=0.0042", "queue_depth=7",
-                                                  "status=online"]),
-                         ("/cluster0/iqm_garnet", ["error_2q=0.011", "queue_depth=0",
-                                                    "status=online"])):
-            for item in kv:
-                instance.run(["flux", "ion-resource", "set-property", path, item])
-        yield instance
-
-
-def _njobs(inst: FluxInstance) -> int:
-    return len(inst.run(["flux", "jobs", "-a", "-no", "{id}"]).stdout.split())
-
-
-def _qpus_of(inst: FluxInstance, jobid: str) -> list[str]:
-    info = inst.wait_job(jobid)
-    assert info["result"] == "COMPLETED", info
-    r = inst.job_R(jobid)
-    assert r["execution"]["R_lite"], "the job's R must hold its nodes"
-    return sorted(n["metadata"]["name"] for n in r["scheduling"]["graph"]["nodes"]
-                  if n["metadata"]["type"] == "qpu")
+# `inst`: the local-devices instance of tests/conftest.py
 
 
 def _yaml(tmp_path: Path, text: str) -> Path:
@@ -59,7 +40,7 @@ def test_fluxqr_jobspec_piped_to_flux_job_submit(inst: FluxInstance) -> None:
     spec = json.loads(js)
     spec["tasks"][0]["command"] = ["true"]
     jobid = inst.run(["flux", "job", "submit"], input=json.dumps(spec)).stdout.strip()
-    assert _qpus_of(inst, jobid) == ["iqm_garnet"]
+    assert qpus_of(inst, jobid) == ["iqm_garnet"]
 
 
 def test_flux_qr_submit_two_qpus(inst: FluxInstance, tmp_path: Path) -> None:
@@ -67,7 +48,7 @@ def test_flux_qr_submit_two_qpus(inst: FluxInstance, tmp_path: Path) -> None:
     r = inst.run(["flux", "qr", "submit", str(job)])
     jobid = r.stdout.strip()
     assert jobid.startswith("ƒ") and len(r.stdout.splitlines()) == 1
-    chosen = _qpus_of(inst, jobid)
+    chosen = qpus_of(inst, jobid)
     assert len(chosen) == 2 and set(chosen) <= {"aer", "ddsim", "braket_sv"}
     spec = json.loads(inst.run(["flux", "job", "info", jobid, "jobspec"]).stdout)
     assert spec["attributes"]["system"]["quantum"]["request"]["qpus"] == 2
@@ -91,7 +72,7 @@ def test_submit_plugin_options_listed_in_help(inst: FluxInstance) -> None:
 def test_flux_submit_plugin_selects(inst: FluxInstance, argv: list[str],
                                     expected: list[str]) -> None:
     jobid = inst.run(["flux", "submit", "-n1", *argv, "true"]).stdout.strip()
-    assert _qpus_of(inst, jobid) == expected
+    assert qpus_of(inst, jobid) == expected
 
 
 def test_flux_run_and_batch_with_the_plugin(inst: FluxInstance) -> None:
@@ -100,7 +81,7 @@ def test_flux_run_and_batch_with_the_plugin(inst: FluxInstance) -> None:
     jobid = inst.run(["flux", "batch", "-N1", "--qpu-vendor=amazon",
                       f"--output={inst.workdir}/batch-{{{{id}}}}.out", "--wrap", "true"]
                      ).stdout.strip()
-    assert _qpus_of(inst, jobid) == ["braket_sv"]
+    assert qpus_of(inst, jobid) == ["braket_sv"]
 
 
 def test_classical_submit_is_untouched_by_the_plugin(inst: FluxInstance) -> None:
@@ -124,13 +105,13 @@ BAD_OPTIONS = {
 @pytest.mark.parametrize("case", sorted(BAD_OPTIONS))
 def test_plugin_rejects_at_submit_with_one_line(inst: FluxInstance, case: str) -> None:
     argv, needle = BAD_OPTIONS[case]
-    before = _njobs(inst)
+    before = njobs(inst)
     r = inst.run(["flux", "submit", *argv, "true"], check=False)
     assert r.returncode != 0
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], r.stderr
     assert "Traceback" not in r.stderr
-    assert _njobs(inst) == before
+    assert njobs(inst) == before
 
 
 @pytest.mark.parametrize("text,needle", [
@@ -140,12 +121,12 @@ def test_plugin_rejects_at_submit_with_one_line(inst: FluxInstance, case: str) -
 ])
 def test_flux_qr_submit_rejects_with_one_line(inst: FluxInstance, tmp_path: Path, text: str,
                                               needle: str) -> None:
-    before = _njobs(inst)
+    before = njobs(inst)
     r = inst.run(["flux", "qr", "submit", str(_yaml(tmp_path, text))], check=False)
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], r.stderr
-    assert _njobs(inst) == before
+    assert njobs(inst) == before
 
 
 def test_instance_without_qpus_and_without_validator(tmp_path: Path) -> None:

@@ -3,13 +3,19 @@ waits for it) and always closes it at job end. Held starts: tests/test_flux_agen
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import random
+import shutil
+import subprocess
 import sys
 import tarfile
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -29,20 +35,47 @@ from qrmi import QRMIService
 qpus = fluxqr.allocation()
 service = QRMIService()
 ids = sorted(r.resource_id() for r in service.resources())
+tasks = {}
+if "--primitive" in sys.argv:  # qrmi's own primitive, through the credential gateway
+    from qrmi import Payload
+    qasm = ('OPENQASM 3.0; include "stdgates.inc"; bit[1] c; qubit[1] q; '
+            'c[0] = measure q[0];')
+    for r in service.resources():
+        t = r.task_start(Payload.QiskitPrimitive(input=json.dumps(
+            {"pubs": [[qasm]], "shots": 1, "version": 2}), program_id="sampler"))
+        tasks[r.resource_id()] = [t, str(r.task_status(t))]
 import hashlib
 def shown(k, v):  # a task that prints secrets would leak them into its own output
     secret = "APIKEY" in k or "ACQUISITION_TOKEN" in k
     return "sha256:" + hashlib.sha256(v.encode()).hexdigest()[:16] if secret else v
 env = {k: shown(k, v) for k, v in os.environ.items() if "QRMI" in k or k.startswith("FLUXQR_")}
 print(json.dumps({"qpus": [q.name for q in qpus], "qrmi_resources": ids,
-                  "props": qpus[0].properties, "env": env}))
+                  "props": qpus[0].properties, "env": env, "tasks": tasks}))
 """
+
+#: A task that hands its QRMI settings to the test (an owner-only file, not its output, so
+#: that its job token stays out of the KVS) and runs until the test lets it end.
+PROBE = r"""
+import json, os, sys, time
+work = sys.argv[1]
+env = {k: v for k, v in os.environ.items() if "QRMI" in k}
+fd = os.open(os.path.join(work, "probe.tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+os.write(fd, json.dumps(env).encode())
+os.close(fd)
+os.rename(os.path.join(work, "probe.tmp"), os.path.join(work, "probe.json"))
+deadline = time.monotonic() + 120
+while not os.path.exists(os.path.join(work, "probe.go")) and time.monotonic() < deadline:
+    time.sleep(0.1)
+"""
+#: job tokens the tests saw: none may appear in the instance's records
+JOB_TOKENS: list[str] = []
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     work = tmp_path_factory.mktemp("flux-session")
     server = QCSStandIn("fake_fez", apikey=SECRET).start()
+    other = QCSStandIn("fake_torino", apikey=SECRET).start()  # device B
     devices = work / "devices.yaml"
     devices.write_text(yaml.safe_dump({"version": 1, "devices": [
         {"name": "ibm_fez", "adapter": "qrmi", "qubits": 156, "vendor": "ibm",
@@ -50,16 +83,24 @@ def env(tmp_path_factory):
          "params": {"resource_id": "ibm_fez", "resource_type": "ibm-quantum-compute-service",
                     "config": server.qrmi_config()},
          "credentials": {"QRMI_IBM_QCS_IAM_APIKEY": KEY_VAR}},
+        {"name": "ibm_torino", "adapter": "qrmi", "qubits": 133, "vendor": "ibm",
+         "technology": "superconducting", "sharing": {"sessions": 4}, "timeout": 30,
+         "params": {"resource_id": "ibm_torino",
+                    "resource_type": "ibm-quantum-compute-service",
+                    "config": other.qrmi_config()},
+         "credentials": {"QRMI_IBM_QCS_IAM_APIKEY": KEY_VAR}},
         {"name": "aer", "adapter": "qiskit", "qubits": 30, "vendor": "qiskit",
          "technology": "simulator", "sharing": {"sessions": 4},
          "params": {"backend": "aer_simulator"}},
     ]}))
     (work / "task.py").write_text(TASK)
+    (work / "probe.py").write_text(PROBE)
     inst = FluxInstance(work, build_r(work / "R.json", cores=8, devices=devices),
                         hosts="node[0-1]", devices=devices, env={KEY_VAR: SECRET}).start()
-    yield inst, server, work
+    yield inst, server, work, other
     inst.stop()
     server.stop()
+    other.stop()
 
 
 def _ref(value: str) -> str:
@@ -84,10 +125,11 @@ def _wait_ops(server: QCSStandIn, op: str, count: int, limit: float = 60) -> lis
     return _ops(server, op)
 
 
-def _run_task(inst: FluxInstance, work: Path, *options: str) -> tuple[str, list[dict]]:
+def _run_task(inst: FluxInstance, work: Path, *options: str,
+              args: tuple[str, ...] = ()) -> tuple[str, list[dict]]:
     """Submit TASK with ``options``; its job id and what each task reported."""
-    jobid = inst.run(["flux", "submit", *options, sys.executable, str(work / "task.py")]
-                     ).stdout.strip()
+    jobid = inst.run(["flux", "submit", *options, sys.executable, str(work / "task.py"),
+                      *args]).stdout.strip()
     info = inst.wait_job(jobid)
     out = inst.run(["flux", "job", "attach", jobid], check=False)
     assert info["result"] == "COMPLETED", out.stderr
@@ -95,10 +137,10 @@ def _run_task(inst: FluxInstance, work: Path, *options: str) -> tuple[str, list[
 
 
 def test_task_sees_the_qrmi_contract_and_one_acquire_one_release(env) -> None:
-    inst, server, work = env
+    inst, server, work, _ = env
     server.reset()
     jobid, (seen,) = _run_task(inst, work, "-N1", "--qpu-device=ibm_fez", "--qpu-start=now",
-                               "--qpu-session-time=10m")
+                               "--qpu-session-time=10m", args=("--primitive",))
     assert seen["qpus"] == ["ibm_fez"] and seen["qrmi_resources"] == ["ibm_fez"]
     env_ = seen["env"]
     assert env_["QRMI_JOB_QPU_RESOURCES"] == "ibm_fez"
@@ -107,10 +149,17 @@ def test_task_sees_the_qrmi_contract_and_one_acquire_one_release(env) -> None:
     assert len(acquires) == 1 and len(releases) == 1
     token = acquires[0]["session_id"]
     assert env_["ibm_fez_QRMI_JOB_ACQUISITION_TOKEN"] == _ref(token)
-    assert env_["ibm_fez_QRMI_IBM_QCS_IAM_APIKEY"] == _ref(SECRET)
-    # the site's own variable is not copied into the job: only the session layer exports it
-    assert KEY_VAR not in env_
-    assert env_["ibm_fez_QRMI_IBM_QCS_ENDPOINT"] == server.url
+    # no site key: qrmi talks to the agent's credential gateway with a per-job token
+    assert env_["ibm_fez_QRMI_IBM_QCS_IAM_APIKEY"] != _ref(SECRET)
+    assert KEY_VAR not in env_ and SECRET not in json.dumps(seen)
+    gateway = env_["ibm_fez_QRMI_IBM_QCS_ENDPOINT"].removesuffix("/ibm_fez/api")
+    assert gateway.startswith("http://127.0.0.1:") and gateway != server.url
+    assert env_["ibm_fez_QRMI_IBM_QCS_IAM_ENDPOINT"] == gateway + "/ibm_fez/iam"
+    # qrmi's primitive ran in the job's session, and the vendor saw only real bearers
+    task, status = seen["tasks"]["ibm_fez"]
+    assert [j["session_id"] for j in server.log()["jobs"] if j["id"] == task] == [token]
+    assert all(q["authorized"] for q in server.log()["requests"]
+               if q["path"] != "/identity/token")
     assert env_["FLUXQR_QPU_IBM_FEZ_SESSION"].startswith("sha256:")
     assert seen["props"]["vendor"] == "ibm"
     assert releases[0]["session_id"] == token
@@ -121,7 +170,7 @@ def test_task_sees_the_qrmi_contract_and_one_acquire_one_release(env) -> None:
 
 
 def test_acquire_failure_fails_the_job_before_any_task_runs(env) -> None:
-    inst, server, work = env
+    inst, server, work, _ = env
     marker = work / "ran-anyway"
     server.set(refuse_sessions=True)
     try:
@@ -140,7 +189,7 @@ def test_acquire_failure_fails_the_job_before_any_task_runs(env) -> None:
 
 
 def test_local_device_needs_no_session(env) -> None:
-    inst, server, work = env
+    inst, server, work, _ = env
     before = len(_ops(server, "acquire"))
     jobid = inst.run(["flux", "submit", "-N1", "--qpu-device=aer", sys.executable,
                       str(work / "task.py")]).stdout.strip()
@@ -152,7 +201,7 @@ def test_local_device_needs_no_session(env) -> None:
 
 def test_thirty_jobs_every_session_released(env) -> None:
     """Random cancel / timeout / failing command / acquire failure: nothing leaks."""
-    inst, server, work = env
+    inst, server, work, _ = env
     server.reset()
     rng = random.Random(7)
     kinds = ["ok", "cancel", "timeout", "fail", "refuse"] * 6
@@ -197,8 +246,96 @@ def test_thirty_jobs_every_session_released(env) -> None:
     assert not list(state.glob("*.json")), "no session state left behind"
 
 
+def _http(method: str, url: str, body: bytes | None = None, bearer: str | None = None,
+          as_uid: int | None = None) -> int:
+    """The HTTP status of one request, made by this process or by a process of ``as_uid``."""
+    code = (
+        "import sys, urllib.request, urllib.error\n"
+        "method, url, body, bearer = sys.argv[1:5]\n"
+        "h = {'Content-Type': 'application/x-www-form-urlencoded'}\n"
+        "if bearer: h['Authorization'] = 'Bearer ' + bearer\n"
+        "req = urllib.request.Request(url, data=body.encode() or None, method=method, "
+        "headers=h)\n"
+        "try:\n"
+        "    print(urllib.request.urlopen(req, timeout=30).status)\n"
+        "except urllib.error.HTTPError as e:\n"
+        "    print(e.code)\n")
+    # another uid may not read this interpreter's install (e.g. under /root): any python 3
+    python = sys.executable if as_uid is None else (shutil.which("python3", path="/usr/bin:"
+                                                                 "/usr/local/bin") or "")
+    r = subprocess.run([python, "-I", "-c", code, method, url,
+                        (body or b"").decode(), bearer or ""], capture_output=True, text=True,
+                       timeout=60, user=as_uid, cwd="/")
+    assert r.returncode == 0, r.stderr
+    return int(r.stdout)
+
+
+def _bearer(gateway: str, rid: str, token: str) -> tuple[int, str | None]:
+    url = f"{gateway}/{rid}/iam/identity/token"
+    body = urllib.parse.urlencode({"apikey": token}).encode()
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, data=body), timeout=30) as r:
+            return r.status, json.loads(r.read())["access_token"]
+    except urllib.error.HTTPError as err:
+        return err.code, None
+
+
+def test_gateway_token_is_the_jobs_alone_and_dies_with_it(env) -> None:
+    """A second user gets neither the job's session environment nor use of its token; the
+    token opens only the job's device, and only while the job runs."""
+    inst, server, work, other = env
+    for name in ("probe.json", "probe.go"):
+        (work / name).unlink(missing_ok=True)
+    jobid = inst.run(["flux", "submit", "-N1", "--qpu-device=ibm_fez", "--qpu-start=now",
+                      "-t", "3m", sys.executable, str(work / "probe.py"), str(work)]
+                     ).stdout.strip()
+    deadline = time.monotonic() + 90
+    while not (work / "probe.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    seen = json.loads((work / "probe.json").read_text())
+    token = seen["ibm_fez_QRMI_IBM_QCS_IAM_APIKEY"]
+    JOB_TOKENS.append(token)
+    assert SECRET not in json.dumps(seen) and len(token) >= 32
+    gateway = seen["ibm_fez_QRMI_IBM_QCS_ENDPOINT"].removesuffix("/ibm_fez/api")
+    ask = ("import flux, json, sys\n"
+           "try:\n"
+           "    env = flux.Flux().rpc('fluxqr.session-env', {'jobid': sys.argv[1]}).get()\n"
+           "    print(json.dumps(env['env']))\n"
+           "except OSError as e:\n"
+           "    print(json.dumps({'errno': e.errno, 'error': e.strerror}))\n")
+    # a second user (flux-core's testing userid: the instance owner acting as another uid)
+    guest = {"FLUX_HANDLE_USERID": str(os.getuid() + 4242), "FLUX_HANDLE_ROLEMASK": "0x2"}
+    refused = json.loads(inst.run([sys.executable, "-c", ask, jobid], env=guest).stdout)
+    assert refused.get("errno") == errno.EPERM and "owner only" in refused["error"]
+    mine = json.loads(inst.run([sys.executable, "-c", ask, jobid]).stdout)
+    assert mine["ibm_fez_QRMI_IBM_QCS_IAM_APIKEY"] == token  # the owner: same grant
+    # the token opens device A only
+    assert _bearer(gateway, "ibm_torino", token)[0] == 403
+    status, bearer = _bearer(gateway, "ibm_fez", token)
+    assert status == 200 and bearer
+    other.reset()
+    assert _http("GET", f"{gateway}/ibm_fez/api/backends", bearer=bearer) == 200
+    assert _http("GET", f"{gateway}/ibm_torino/api/backends", bearer=bearer) == 403
+    assert other.log()["requests"] == [], "nothing reached device B"
+    # another Unix user holding a copy of the token and bearer gets nothing with them
+    if os.getuid() == 0:
+        nobody = 65534
+        form = urllib.parse.urlencode({"apikey": token}).encode()
+        assert _http("POST", f"{gateway}/ibm_fez/iam/identity/token", form,
+                     as_uid=nobody) == 403
+        assert _http("GET", f"{gateway}/ibm_fez/api/backends", bearer=bearer,
+                     as_uid=nobody) == 403
+    (work / "probe.go").touch()
+    assert inst.wait_job(jobid)["result"] == "COMPLETED"
+    # the job ended: its token and bearer are dead
+    assert _bearer(gateway, "ibm_fez", token)[0] == 400
+    assert _http("GET", f"{gateway}/ibm_fez/api/backends", bearer=bearer) == 401
+    gone = json.loads(inst.run([sys.executable, "-c", ask, jobid]).stdout)
+    assert "errno" in gone
+
+
 def test_instance_dump_holds_no_secret(env) -> None:
-    inst, server, work = env
+    inst, server, work, _ = env
     tokens = {e["session_id"] for e in server.log()["sessions"] if e["op"] == "acquire"}
     assert tokens, "earlier tests opened sessions"
     dump = work / "dump.tar"
@@ -215,15 +352,21 @@ def test_instance_dump_holds_no_secret(env) -> None:
                 texts[f"kvs {member.name}"] = tar.extractfile(member).read().decode(
                     errors="replace")
     assert sum(map(len, texts.values())) > 1000
+    for jobid in inst.run(["flux", "jobs", "-a", "-no", "{id}"]).stdout.split():
+        out = inst.run(["flux", "job", "attach", jobid], check=False)
+        texts[f"{jobid} output"] = out.stdout + out.stderr
+    assert JOB_TOKENS, "the gateway test ran first"
     for where, text in texts.items():
         assert SECRET not in text, f"API key found in {where}"
+        for token in JOB_TOKENS:
+            assert token not in text, f"a job's gateway token found in {where}"
         for token in tokens:
             assert token not in text, f"acquisition token found in {where}"
 
 
 def test_multi_node_job_gets_the_session_on_every_node(env) -> None:
     """Each node's job shell asks rank 0's fluxqr agent for the session environment."""
-    inst, server, work = env
+    inst, server, work, _ = env
     server.reset()
     _, lines = _run_task(inst, work, "-N2", "-n2", "--qpu-device=ibm_fez", "--qpu-start=now")
     token = _ops(server, "acquire")[0]["session_id"]
@@ -264,7 +407,7 @@ def test_agent_load_closes_sessions_left_by_ended_jobs(env) -> None:
     from fluxqr.core import inventory
     from fluxqr.core.sessions import SessionStore, open_sessions
 
-    inst, server, work = env
+    inst, server, work, _ = env
     jobid = inst.run(["flux", "submit", "-n1", "true"]).stdout.strip()
     inst.wait_job(jobid)
     inst.run(["flux", "module", "remove", "fluxqr"])

@@ -259,4 +259,4 @@ def test_missing_input_and_conflicting_options() -> None:
     assert_user_error(run_cli("graph", "build"), "no classical resources given")
     assert_user_error(run_cli("graph", "build", "-i", "x.json", "--nodes", "2"),
                       "either --input or --nodes")
-    assert_user_error(run_cli("graph", "build", "--nodes", "0"), "nodes >= 1")
+    assert_user_error(run_cli("graph", "build", "--nodes", "0"), "--nodes", "between 1 and")

@@ -14,7 +14,7 @@ from fluxqr.core import graph, inventory, jobspec
 from fluxqr.devices.snapshot import DeviceSnapshot
 from fluxqr.errors import JobspecError
 
-EXAMPLES = sorted((JOBSPECS / "examples").glob("*"))
+EXAMPLES = sorted(p for p in (JOBSPECS / "examples").glob("*") if p.suffix != ".py")
 
 
 def _live_graph() -> graph.ResourceGraph:
@@ -22,11 +22,14 @@ def _live_graph() -> graph.ResourceGraph:
     g = graph.synthesize(4, 8)
     snaps = {
         "fake_fez": DeviceSnapshot("fake_fez", "qiskit", "online", median_2q_error=0.0042,
-                                   median_t1_us=140.0, queue_depth=7),
+                                   median_t1_us=140.0, queue_depth=7, formats="qiskit",
+                                   executes=True),
         "iqm_garnet": DeviceSnapshot("iqm_garnet", "qdmi", "online", median_2q_error=0.011,
                                      median_t1_us=40.0, queue_depth=0),
-        "aer": DeviceSnapshot("aer", "qiskit", "online", queue_depth=0),
-        "ddsim": DeviceSnapshot("ddsim", "qdmi", "offline", queue_depth=0),
+        "aer": DeviceSnapshot("aer", "qiskit", "online", queue_depth=0, formats="qiskit",
+                              executes=True),
+        "ddsim": DeviceSnapshot("ddsim", "qdmi", "offline", queue_depth=0, formats="qiskit",
+                                executes=True),
     }
     return graph.add_devices(g, inventory.load(GRAPHS / "local-devices.yaml"), snaps)
 
@@ -160,8 +163,12 @@ def test_live_requirements_pin_the_qualifying_device(view) -> None:
     (entry,) = _qpu_entries(js)
     assert _markers(entry) == {"device.fake_fez"}
     decided = js["attributes"]["system"]["quantum"]["resolution"]["decided_by"]
-    assert decided == {"fake_fez": {"num_qubits": "156", "status": "online", "error_2q": "0.0042",
-                                    "t1_us": "140", "queue_depth": "7"}}
+    assert decided == {"fake_fez": {"num_qubits": "156", "status": "online",
+                                    "technology": "superconducting", "error_2q": "0.0042",
+                                    "t1_us": "140", "queue_depth": "7", "formats": "qiskit"},
+                       # devices skipped because the value they were judged on is unknown
+                       jobspec.SKIPPED: {"aer": "error_2q unknown", "ddsim": "error_2q unknown",
+                                         "braket_sv": "error_2q unknown"}}
 
 
 @pytest.mark.parametrize("policy,expected", [

@@ -37,12 +37,20 @@ def test_task_environment_is_the_qrmi_contract(monkeypatch) -> None:
     assert env["ibm_fez_QRMI_JOB_ACQUISITION_TOKEN"] == "tok-9"
     assert env["ibm_fez_QRMI_JOB_TIMEOUT_SECONDS"] == "600"
     assert env["ibm_fez_QRMI_IBM_QCS_ENDPOINT"] == "http://127.0.0.1:1"
-    assert env["ibm_fez_QRMI_IBM_QCS_IAM_APIKEY"] == "k-123"
+    # the site key never reaches a task: without the gateway there is no credential at all
+    assert "ibm_fez_QRMI_IBM_QCS_IAM_APIKEY" not in env and "k-123" not in json.dumps(env)
     assert env["FLUXQR_QPUS"] == "ibm_fez,aer" and env["FLUXQR_DEVICES"] == "/d.yaml"
     assert env["FLUXQR_QPU_AER_SESSION"] == "none"
     assert env["FLUXQR_QPU_IBM_FEZ_SESSION"].startswith("sha256:")
     # what may be recorded on the job never holds the token
     assert "tok-9" not in json.dumps(js.records[0].public())
+    # with the gateway, its settings replace the device's endpoints and carry the job token
+    access = {"ibm_fez": {"QRMI_IBM_QCS_ENDPOINT": "http://gw:1/ibm_fez/api",
+                          "QRMI_IBM_QCS_IAM_APIKEY": "job-token"}}
+    env = sessions.task_environment(js, list(inv), gateway=access)
+    assert env["ibm_fez_QRMI_IBM_QCS_ENDPOINT"] == "http://gw:1/ibm_fez/api"
+    assert env["ibm_fez_QRMI_IBM_QCS_IAM_APIKEY"] == "job-token"
+    assert "k-123" not in json.dumps(env)
 
 
 def test_state_files_are_owner_only_and_round_trip(tmp_path: Path) -> None:

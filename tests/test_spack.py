@@ -10,6 +10,7 @@ line to add or fix in the recipe.
 from __future__ import annotations
 
 import ast
+import os
 import re
 import shutil
 import subprocess
@@ -38,10 +39,12 @@ SPACK_NAMES = {
     "qrmi": "py-qrmi",
     "mqt-core": "py-mqt-core",
     "amazon-braket-sdk": "py-amazon-braket-sdk",
+    "qiskit-braket-provider": "py-qiskit-braket-provider",
 }
 #: extras that are not vendor SDKs: "all" aggregates the SDK extras, "dev" is for developers,
-#: "flux" is what Flux's own Python bindings import (in Spack, flux-core depends on those).
-NOT_VARIANTS = {"all", "dev", "flux"}
+#: "flux" is what Flux's own Python bindings import (in Spack, flux-core depends on those),
+#: "report" draws charts (matplotlib: a site adds py-matplotlib to its Spack environment).
+NOT_VARIANTS = {"all", "dev", "flux", "report"}
 #: Spack packages the recipe needs that pyproject cannot name.
 SPACK_ONLY = {"flux-core", "flux-sched"}
 
@@ -300,16 +303,49 @@ def test_repo_yaml_names_the_namespace_and_its_layout(recipe: Recipe) -> None:
 
 
 # -- with a real Spack (skipped without one) -----------------------------------------------
+#
+# These run `spack spec` for the base package and every variant, and a real `spack install`
+# of the base package from this checkout, with this interpreter's world as externals:
+# flux-core/flux-sched = the Flux fluxqr finds; python = this venv's base interpreter;
+# python-venv = this venv (Spack installs Python packages with a python-venv, and an external
+# one keeps the site-packages layout this venv really has); py-* = the packages in this venv.
+# The installed files are then used from a real instance without `spack load`.
 
 SPACK_EXE = shutil.which("spack")
 requires_spack = pytest.mark.skipif(not SPACK_EXE, reason="no `spack` on PATH (these checks "
                                     "run the recipe through a real Spack)")
-#: Spack package -> the import distribution name that satisfies it as an external
+#: Spack package -> the distribution name that satisfies it as an external
 EXTERNAL_DISTS = {v: k for k, v in SPACK_NAMES.items() if v.startswith("py-")}
+EXTERNAL_DISTS["py-pip"] = "pip"  # PythonPackage's installer, a build dependency of every one
+#: what a base install cannot do without: pip, the build backend, the core dependencies
+BASE_DISTS = ["pip", "setuptools", "wheel", "networkx", "jsonschema", "pyyaml"]
+VARIANTS = ["", *(f"+{e}" for e in _sdk_extras(tomllib.loads((ROOT / "pyproject.toml")
+                                                             .read_text())))]
 
 
-def _externals_scope(directory: Path) -> Path:
-    """A Spack config scope: this repo, and Python, its packages and Flux as externals."""
+def _spack_major() -> int:
+    out = subprocess.run([SPACK_EXE, "--version"], capture_output=True, text=True, timeout=120)
+    m = re.match(r"\s*(\d+)\.", out.stdout)
+    return int(m.group(1)) if m else 0
+
+
+def _flux_sched_version(prefix: Path) -> str:
+    """flux-sched's version: scripts/build-flux.sh's stamp, else $FLUX_SCHED_VERSION."""
+    stamp = prefix / ".fluxqr-build"
+    if stamp.is_file():
+        m = re.search(r"flux-sched (\S+)", stamp.read_text())
+        if m:
+            return m.group(1)
+    if os.environ.get("FLUX_SCHED_VERSION"):
+        return os.environ["FLUX_SCHED_VERSION"]
+    pytest.skip(f"cannot tell the flux-sched version in {prefix} (no .fluxqr-build stamp): "
+                f"set FLUX_SCHED_VERSION")
+
+
+@pytest.fixture(scope="module")
+def spack_scope(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A Spack config scope: this repo; Flux, Python and this venv's packages as externals;
+    a private install tree and stage."""
     from importlib import metadata
 
     from fluxqr.flux import env as fluxenv
@@ -317,36 +353,128 @@ def _externals_scope(directory: Path) -> Path:
     flux = fluxenv.flux_command()
     if not flux or not fluxenv.has_fluxion():
         pytest.skip("no Flux with Fluxion to declare as the external flux-core/flux-sched")
-    flux_prefix = str(Path(flux).resolve().parent.parent)
-    version = subprocess.run([flux, "version"], capture_output=True, text=True,
-                             check=True).stdout.split()[1]
+    if sys.prefix == sys.base_prefix:
+        pytest.skip("run the tests from a virtualenv: it is declared the external python-venv")
+    missing = []
+    for dist in BASE_DISTS:
+        try:
+            metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            missing.append(dist)
+    if missing:
+        pytest.skip(f"this venv lacks {', '.join(missing)}, which the Spack install uses as "
+                    f"externals (pip install {' '.join(missing)})")
+    flux_prefix = Path(flux).resolve().parent.parent
+    core = subprocess.run([flux, "version"], capture_output=True, text=True,
+                          check=True).stdout.split()[1]
+    python = "python@" + ".".join(map(str, sys.version_info[:3]))
+    in_venv = [{"spec": "python-venv"}]  # site-packages paths from the venv, not a guess
     pkgs: dict = {
         "python": {"buildable": False, "externals": [
-            {"spec": "python@" + ".".join(map(str, sys.version_info[:3])),
-             "prefix": sys.base_prefix}]},
+            {"spec": python, "prefix": sys.base_prefix}]},
+        "python-venv": {"buildable": False, "externals": [
+            {"spec": "python-venv@1.0", "prefix": sys.prefix,
+             "dependencies": [{"spec": "python"}]}]},
         "flux-core": {"buildable": False, "require": "@0.84:", "externals": [
-            {"spec": f"flux-core@{version}", "prefix": flux_prefix}]},
+            {"spec": f"flux-core@{core}", "prefix": str(flux_prefix)}]},
         "flux-sched": {"buildable": False, "require": "@0.51:", "externals": [
-            {"spec": "flux-sched@0.54.0", "prefix": flux_prefix}]},
+            {"spec": f"flux-sched@{_flux_sched_version(flux_prefix)}",
+             "prefix": str(flux_prefix)}]},
     }
     for spack_name, dist in EXTERNAL_DISTS.items():
         try:
-            pkgs[spack_name] = {"buildable": False, "externals": [
-                {"spec": f"{spack_name}@{metadata.version(dist)}", "prefix": sys.prefix}]}
+            version = metadata.version(dist)
         except metadata.PackageNotFoundError:
-            continue
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "packages.yaml").write_text(yaml.safe_dump({"packages": pkgs}))
-    (directory / "repos.yaml").write_text(yaml.safe_dump({"repos": [str(SPACK)]}))
-    return directory
+            continue  # a variant needing it then fails to concretize, naming it
+        pkgs[spack_name] = {"buildable": False, "externals": [
+            {"spec": f"{spack_name}@{version}", "prefix": sys.prefix,
+             "dependencies": in_venv}]}
+    base = tmp_path_factory.mktemp("spack")
+    scope = base / "scope"
+    scope.mkdir()
+    (scope / "packages.yaml").write_text(yaml.safe_dump({"packages": pkgs}))
+    repos = {"fluxqr": str(SPACK)} if _spack_major() >= 1 else [str(SPACK)]
+    (scope / "repos.yaml").write_text(yaml.safe_dump({"repos": repos}))
+    (scope / "config.yaml").write_text(yaml.safe_dump({"config": {
+        "install_tree": {"root": str(base / "opt")},
+        "build_stage": [str(base / "stage")]}}))
+    return scope
+
+
+def _spack(scope: Path, *args: str, timeout: float = 1800) -> subprocess.CompletedProcess:
+    return subprocess.run([SPACK_EXE, "-C", str(scope), *args], capture_output=True,
+                          text=True, timeout=timeout)
 
 
 @requires_spack
-@pytest.mark.parametrize("variant", ["", *(f"+{e}" for e in _sdk_extras(
-    tomllib.loads((ROOT / "pyproject.toml").read_text())))])
-def test_spack_concretizes_each_variant_with_externals(variant: str, tmp_path: Path) -> None:
-    scope = _externals_scope(tmp_path / "scope")
-    r = subprocess.run([SPACK_EXE, "-C", str(scope), "spec", f"py-fluxqr{variant}"],
-                       capture_output=True, text=True, timeout=1200)
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_spack_concretizes_each_variant_with_externals(variant: str, spack_scope: Path) -> None:
+    r = _spack(spack_scope, "spec", f"py-fluxqr{variant}")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert "py-fluxqr" in r.stdout and "flux-core@" in r.stdout
+    assert "py-fluxqr@" in r.stdout and "flux-core@" in r.stdout and "flux-sched@" in r.stdout
+    (root,) = [line for line in r.stdout.splitlines() if "py-fluxqr@" in line]
+    for extra in (v.lstrip("+") for v in VARIANTS if v):  # the asked variant, and only it, on
+        assert ("+" if variant == f"+{extra}" else "~") + extra in root, root
+
+
+@requires_spack
+def test_spack_install_works_without_spack_load(spack_scope: Path, tmp_path: Path) -> None:
+    """`spack install` from this checkout; then, in an environment with no PYTHONPATH and no
+    venv, Flux finds the installed `flux qr`, --qpu plugin, ingest plugins and broker module
+    through FLUX_EXEC_PATH / FLUX_CLI_PLUGINPATH / file paths alone."""
+    from fluxqr.flux import env as fluxenv
+    from fluxqr.flux.install import ingest_config
+    from fluxqr.flux.localinstance import LocalInstance
+
+    src = tmp_path / "src"  # a copy: a Spack dev_path build writes into its source tree
+    files = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-co", "--exclude-standard"],
+                           capture_output=True, text=True, check=True).stdout.split("\n")
+    for name in filter(None, files):
+        if (ROOT / name).is_file():
+            (src / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, src / name)
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    spec = f"py-fluxqr@{version}"
+    r = _spack(spack_scope, "install", spec, f"dev_path={src}")
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+    r = _spack(spack_scope, "location", "-i", spec, f"dev_path={src}")
+    assert r.returncode == 0, r.stderr
+    share = Path(r.stdout.strip()) / "share" / "fluxqr" / "flux"
+    installed = {"command": share / "cmd" / "flux-qr.py",
+                 "plugin": share / "cli" / "plugins" / "fluxqr.py",
+                 "module": share / "modules" / "fluxqr.py",
+                 "frobnicator": next((share / "ingest").glob("*frob*")),
+                 "validator": next((share / "ingest").glob("*valid*"))}
+    for path in installed.values():
+        assert path.is_file(), path
+        text = path.read_text()
+        assert str(src) not in text, f"{path} points into the build's source"
+        assert f"'{ROOT}'" not in text, f"{path} points into this checkout, not the install"
+
+    flux = fluxenv.flux_command()
+    # no spack load, no venv: only the search paths the recipe's run environment sets
+    clean = {"PATH": f"{Path(flux).parent}:/usr/bin:/bin", "HOME": str(tmp_path),
+             "PYTHONPATH": "",
+             "FLUX_EXEC_PATH": str(installed["command"].parent),
+             "FLUX_CLI_PLUGINPATH": str(installed["plugin"].parent)}
+    r = subprocess.run([flux, "qr", "graph", "build", "--nodes", "1", "--cores", "2",
+                        "--devices", str(ROOT / "graphs" / "local-devices.yaml"),
+                        "-o", str(tmp_path / "R.json")],
+                       env=clean, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    inst = LocalInstance(tmp_path / "instance", tmp_path / "R.json", size=1, hosts="node0",
+                         validator=False, config=ingest_config(installed),
+                         devices=ROOT / "graphs" / "local-devices.yaml", agent=False)
+    inst.env = dict(clean)
+    inst.files["shell_initrc"] = share / "shell" / "initrc.lua"
+    with inst:
+        r = inst.run(["flux", "run", "--qpu=aer", "printenv", "FLUXQR_QPUS"])
+        assert r.returncode == 0 and r.stdout.strip() == "aer", r.stdout + r.stderr
+        r = inst.run(["flux", "submit", "--qpu=nosuch", "true"])
+        assert r.returncode != 0 and "nosuch" in r.stderr, r.stderr
+        r = inst.run(["flux", "run", "hostname"])  # a classical job
+        assert r.returncode == 0, r.stderr
+        r = inst.run(["flux", "module", "load", str(installed["module"])])
+        assert r.returncode == 0, r.stderr
+        r = inst.run(["flux", "qr", "status"])
+        assert r.returncode == 0 and "aer" in r.stdout, r.stdout + r.stderr

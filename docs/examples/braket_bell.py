@@ -5,7 +5,7 @@ from braket.circuits import Circuit
 import fluxqr
 
 qpu = fluxqr.allocation()[0]
-device = qpu.backend()  # braket LocalSimulator, or AwsDevice for a device ARN
+device = qpu.backend("braket")  # braket LocalSimulator, or AwsDevice for a device ARN
 
 task = device.run(Circuit().h(0).cnot(0, 1), shots=1000)
 print(qpu.name, dict(task.result().measurement_counts))

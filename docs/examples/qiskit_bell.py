@@ -12,7 +12,7 @@ bell.h(0)
 bell.cx(0, 1)
 bell.measure_all()
 
-with fluxqr.session() as s:  # the job's session: opened by the prolog, or here if none was
-    backend = s.backend(qpu.name)  # a Qiskit BackendV2 (qiskit, qrmi and qdmi devices)
+with fluxqr.session() as s:  # the job's session: opened by the agent, or here if none was
+    backend = s.backend(qpu.name, sdk="qiskit")  # a Qiskit BackendV2, whatever the device
     result = backend.run(transpile(bell, backend), shots=1000).result()
     print(result.get_counts())

@@ -44,8 +44,10 @@ class HybridJob:
     queue: dict[str, int | None] = field(default_factory=dict)   # vendor queue at anchoring
     eta: float | None = None                # predicted seconds until the vendor grants
     lead: float | None = None               # Fluxion's predicted seconds until the job starts
+    idle_timeout: float | None = None       # the vendor's interactive TTL for its session
     held: bool = False                      # urgency 0 set by fluxqr (CLI, or the agent)
     by_hand: bool = False                   # a user released the held job themselves
+    result: str | None = None               # completed, failed, canceled, timeout
     times: dict[str, float] = field(default_factory=dict)  # submit, opened, anchored, ...
 
     @property

@@ -23,7 +23,10 @@ What it does, all from the broker's reactor, with every vendor call in a worker 
   held jobs from the journal and closes orphaned sessions; at instance shutdown it closes
   everything;
 * **serve the tasks' environment** (``fluxqr.session-env``, owner-only) and its state
-  (``fluxqr.status``).
+  (``fluxqr.status``);
+* **keep the site's vendor credentials** — tasks reach the vendor through the agent's
+  credential gateway (:mod:`fluxqr.agent.gateway`) with a per-job token that dies with
+  the job; no task ever gets the site key.
 
 A configuration error (no ``[fluxqr]`` table, a broken devices file) never stops the
 module from loading, and so never stops an instance from starting: the agent reports
@@ -62,9 +65,9 @@ SESSIONS_MEMO_KEY = "qpu_sessions"
 #: journal events after which a job holds nothing any more
 ENDING = ("finish", "clean")
 #: the only job events the agent acts on (:meth:`FluxqrModule._on_event`); the journal
-#: sends no others, so a classical job costs the agent four messages, not a dozen
-#: (validate, depend, priority, start, memo, release, free ... are never sent)
-JOURNAL_EVENTS = ("submit", "urgency", "alloc", "exception", *ENDING)
+#: sends no others, so a classical job costs the agent five messages, not a dozen
+#: (validate, depend, priority, memo, release, free ... are never sent)
+JOURNAL_EVENTS = ("submit", "urgency", "alloc", "start", "exception", *ENDING)
 
 
 class _BrokerLogHandler(logging.Handler):
@@ -94,12 +97,17 @@ class FluxqrModule(BrokerModule):
         logging.getLogger("fluxqr").setLevel(logging.INFO)
         self.owner = os.getuid()
         self.error: str | None = None
+        self.ledger: Any = None
+        self.limits: Any = None
         self.settings: dict[str, Any] = {}
         self.inventory: Any = None
         self.refresher: Any = None
         self.store: Any = None
         self.jobs: dict[int, HybridJob] = {}
+        self._jobspecs: dict[int, Any] = {}   # held jobs' jobspecs (from their submit event)
         self.sides: dict[str, Any] = {}
+        self.gateway: Any = None
+        self._gateway_bind: tuple[str, int] | None = None
         self.drain = DrainModel()
         self._env_waiters: dict[int, list[Any]] = {}
         self._memos: dict[int, str] = {}
@@ -147,12 +155,21 @@ class FluxqrModule(BrokerModule):
             refresher = Refresher(inv, FluxionTarget(self.handle),
                                   failure_threshold=new["failure-threshold"],
                                   timeout=new["timeout"])
+            # A hung vendor never stalls a cycle: reads get 80% of the interval, and a read
+            # still running is left to finish for the next one.
+            refresher.read_budget = new["interval"] * 0.8
+            from fluxqr.devices import scrubio
+
+            # SDK loggers (qrmi's among them) never print a credential into flux dmesg.
+            scrubio.install_log_filters(scrubio.inventory_secrets(inv))
         except (FluxqrError, OSError) as exc:
             self.error = str(exc)
             self.log.error(f"fluxqr: agent not configured: {exc} (fix it, then run "
                            f"'flux config reload' or reload the module)")
             return
         self.settings, self.inventory, self.store, self.refresher = new, inv, store, refresher
+        self._start_gateway()
+        self._open_ledger(conf)
         self.sides = {}
         self.drain = DrainModel(default=new["vendor-job-seconds"])
         step = step_period(new["idle-timeout"])
@@ -167,6 +184,56 @@ class FluxqrModule(BrokerModule):
         self._refresh_timer.start()
         self.log.info(f"fluxqr: agent serving {len(inv)} device(s) from {new['devices']}, "
                       f"refresh every {new['interval']:g} s")
+
+    def _start_gateway(self) -> None:
+        """(Re)start the credential gateway on the configured address; off on error."""
+        from fluxqr.agent.gateway import Gateway
+
+        bind = self.settings.get("gateway")
+        if self.gateway is not None and (bind is None or self._gateway_bind != bind):
+            self.gateway.stop()  # revokes every job's token
+            self.gateway = None
+        if bind is not None and self.gateway is None:
+            try:
+                self.gateway = Gateway(bind, owner=self.owner)
+                self._gateway_bind = bind
+            except OSError as exc:
+                self.log.error(f"fluxqr: credential gateway not started on "
+                               f"{bind[0]}:{bind[1]}: {exc.strerror or exc}; hybrid tasks "
+                               f"get no vendor access")
+                return
+            self.log.info(f"fluxqr: credential gateway at {self.gateway.url}")
+        if self.gateway is not None:
+            self.gateway.configure(self.inventory)
+
+    def _revoke(self, job: HybridJob) -> None:
+        if self.gateway is not None:
+            self.gateway.revoke(job.jobid)
+
+    def _open_ledger(self, conf: dict[str, Any]) -> None:
+        """The QPU accounting ledger; a broken one is reported and accounting is off."""
+        from fluxqr.core.accounting import Ledger
+        from fluxqr.core.config import Limits
+        from fluxqr.flux.instance import accounting_db
+
+        self.limits = self.settings.get("limits") or Limits()
+        try:
+            if self.ledger is not None:
+                self.ledger.close()
+            self.ledger = Ledger(accounting_db(self.handle, conf))
+        except (FluxqrError, OSError) as exc:
+            self.ledger = None
+            self.log.error(f"fluxqr: QPU accounting is off: {exc}")
+
+    def _account(self, hook: str, *args: Any, **kwargs: Any) -> Any:
+        """Call a ledger hook; accounting faults are logged, never break the agent."""
+        if self.ledger is None:
+            return None
+        try:
+            return getattr(self.ledger, hook)(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - sqlite or our own errors alike
+            self.log.error(f"fluxqr: accounting {hook} failed: {exc}")
+            return None
 
     @request_handler("config-reload")
     def _config_reload(self, msg) -> None:
@@ -267,20 +334,41 @@ class FluxqrModule(BrokerModule):
             self._on_urgency(job, ctx)
         elif name == "alloc":
             job.mark("alloc", event.timestamp)
+            self._account("job_running", job.jobid, event.timestamp)
             if job.phase not in ("ending", "done"):
                 job.phase = "running" if live or job.start == "now" else job.phase
                 if job.phase != "running":  # replayed: held job already released
                     job.phase = "running"
                 if live and (job.start == "now" or not job.tokens):
                     self._begin(job)
+        elif name == "start":
+            job.mark("start", event.timestamp)
+            # Devices without a vendor grant (local simulators, `now` sessions) are charged
+            # from the job's start.
+            for d in job.devices or self._allocated_devices(job):
+                if "granted" not in job.times:
+                    self._account("session_event", job.jobid, d, "activated",
+                                  event.timestamp)
         elif name == "exception" and ctx.get("severity", 0) == 0:
             job.mark("exception", event.timestamp)
+            job.result = job.result or {"cancel": "canceled", "timeout": "timeout"}.get(
+                str(ctx.get("type")), "failed")
             if live:
                 self._end(job, f"job exception: {ctx.get('type')}")
             else:
                 job.phase = "ending"
         elif name in ENDING:
             job.mark(name, event.timestamp)
+            if name == "finish":
+                job.result = job.result or ("completed" if ctx.get("status") == 0
+                                            else "failed")
+            if name == "clean" and live:
+                for d in job.devices:
+                    if d not in job.refs:  # no vendor session: charged wall time until now
+                        self._account("session_event", job.jobid, d, "closed",
+                                      event.timestamp)
+                self._account("job_ended", job.jobid, job.result or "failed",
+                              event.timestamp)
             if live:
                 self._end(job, name)
                 if name == "clean":
@@ -310,6 +398,9 @@ class FluxqrModule(BrokerModule):
         job.mark("submit", event.timestamp)
         job.held = job.held_start and ctx.get("urgency") == 0 and job.urgency is not None
         self.jobs[job.jobid] = job
+        if job.held_start:  # for Fluxion's start estimates while it is held
+            self._jobspecs[job.jobid] = spec
+        self._account_submit(job, spec)
         if not job.held_start and ctx.get("urgency") == 0 and job.urgency:
             # Held by a client that expected a vendor queue; the instance decided `now`.
             job.held = True
@@ -321,6 +412,25 @@ class FluxqrModule(BrokerModule):
             job.urgency = int(ctx.get("urgency", 16))
             if self._replayed:
                 self._hold_unheld(job)
+
+    def _account_submit(self, job: HybridJob, spec: dict[str, Any]) -> None:
+        from fluxqr.core.accounting import job_facts
+
+        if self.ledger is None:
+            return
+        try:
+            import pwd
+
+            username = pwd.getpwuid(job.userid).pw_name
+        except (KeyError, OverflowError):
+            username = None
+        facts = job_facts(spec)
+        vendors = {d: (self.inventory.get(d).vendor if self.inventory else None)
+                   for d in job.devices}
+        self._account("job_started", job.jobid, userid=job.userid, username=username,
+                      queue=facts.get("queue"), bank=facts.get("bank"),
+                      project=facts.get("project"), devices=vendors,
+                      t_submit=job.times.get("submit"))
 
     def _hold_unheld(self, job: HybridJob) -> None:
         """A held-start job that arrived unheld (a path that could not hold it): hold it
@@ -390,8 +500,12 @@ class FluxqrModule(BrokerModule):
         views = {}
         for dev in self.inventory:
             state = self.refresher.states.get(dev.name) if self.refresher else None
+            # A session slot is taken from the moment its open starts (several jobs may
+            # be admitted in one tick) until the session is closed.
             in_use = sum(1 for j in self.jobs.values() if j.jobid != exclude and
-                         dev.name in j.tokens and j.phase not in ("done",))
+                         dev.name in j.devices and j.phase != "done" and
+                         (dev.name in j.tokens or (j.jobid, "open") in self._busy or
+                          j.phase == "opening"))
             views[dev.name] = DeviceView(
                 up=state.up if state else True, slots=dev.sessions, in_use=in_use,
                 reason=(state.properties.get("down_reason", "") if state else ""))
@@ -405,6 +519,27 @@ class FluxqrModule(BrokerModule):
         for job in list(self.jobs.values()):
             if job.held and job.phase in ("waiting", "opening", "anchored", "granted"):
                 self._advance(job)
+            if self.limits and job.phase in ("granted", "released", "running") and \
+                    self.ledger is not None:
+                self._check_limit(job)
+
+    def _check_limit(self, job: HybridJob) -> None:
+        """Close a running job's sessions when it reaches a site QPU limit."""
+        from fluxqr.core.accounting import over_limit
+
+        try:
+            reason = over_limit(self.ledger, self.limits, job.jobid)
+        except Exception as exc:  # noqa: BLE001 - accounting never breaks the agent
+            self.log.error(f"fluxqr: limit check of job {job.jobid} failed: {exc}")
+            return
+        if not reason:
+            return
+        job.why, job.result = reason, "canceled"
+        self.log.info(f"fluxqr: job {job.jobid}: {reason}")
+        self._update_memo(job)
+        self.handle.rpc("job-manager.raise", {"id": job.jobid, "type": "qpu-limit",
+                                              "severity": 0, "note": f"fluxqr: {reason}"})
+        self._end(job, "QPU limit")
 
     def _advance(self, job: HybridJob) -> None:
         if self.error or self.inventory is None:
@@ -447,6 +582,7 @@ class FluxqrModule(BrokerModule):
                     if token is not None:
                         job.tokens[name] = token
                         job.refs[name] = _ref(token)
+                        self._account("session_event", job.jobid, name, "opened")
                 job.mark("opened")
                 self._save(job)
             if job.phase in ("ending", "done"):
@@ -466,13 +602,16 @@ class FluxqrModule(BrokerModule):
     def _lead(self, job: HybridJob, then: Callable[[], None]) -> None:
         """Ask Fluxion when this job could start (its ``without_allocating_future`` match),
         store it in ``job.lead``, then call ``then``."""
-        try:
-            spec = self.handle.rpc("job-info.lookup", {"id": job.jobid, "keys": ["jobspec"],
-                                                       "flags": 0}).get()["jobspec"]
-        except OSError:
-            job.lead = None
-            then()
-            return
+        spec = self._jobspecs.get(job.jobid)
+        if spec is None:  # not seen at submit (adopted after a reload): ask once
+            try:
+                spec = self.handle.rpc("job-info.lookup", {"id": job.jobid, "keys": ["jobspec"],
+                                                           "flags": 0}).get()["jobspec"]
+            except OSError:
+                job.lead = None
+                then()
+                return
+            self._jobspecs[job.jobid] = spec
 
         def answered(future) -> None:
             try:
@@ -496,7 +635,7 @@ class FluxqrModule(BrokerModule):
             self._busy.discard((job.jobid, "lead"))
             if job.phase != "opening":
                 return
-            ttl = float(self.settings.get("idle-timeout", 60.0))
+            ttl = job.idle_timeout or float(self.settings.get("idle-timeout", 60.0))
             waits = [self.drain.eta(d, job.queue.get(d), 0.0) for d in job.devices]
             known = [w for w in waits if w is not None]
             if not anchor_due(job.lead, max(known) if known else None, ttl):
@@ -507,13 +646,22 @@ class FluxqrModule(BrokerModule):
                 return
             self._anchor(job)
 
-        # Learn the device queue before deciding (one vendor read per device, in a thread).
-        def read_queues() -> dict[str, int | None]:
-            return {d: self._side(d).queue_length() for d in job.devices}
+        # Learn the device queue and the session's idle timeout (the vendor's interactive
+        # TTL, where its session record gives it) before deciding; vendor reads, in a thread.
+        def read_queues() -> tuple[dict[str, int | None], list[float]]:
+            ttls = []
+            for d in job.devices:
+                info = self._side(d).session(job.tokens[d]) if d in job.tokens else None
+                if info and isinstance(info.get("interactive_ttl"), int | float):
+                    ttls.append(float(info["interactive_ttl"]))
+            return {d: self._side(d).queue_length() for d in job.devices}, ttls
 
         def queues_read(result: Any, error: BaseException | None) -> None:
             if error is None:
-                job.queue.update(result or {})
+                queues, ttls = result
+                job.queue.update(queues)
+                if ttls:
+                    job.idle_timeout = min(ttls)
             self._lead(job, decide)
 
         self._work((job.jobid, "queues"), read_queues, queues_read)
@@ -565,6 +713,7 @@ class FluxqrModule(BrokerModule):
                 job.mark("granted")
                 for d in devices:
                     self.drain.learn(d, job.queue.get(d) or 0, waited)
+                    self._account("session_event", job.jobid, d, "activated")
 
             def decide() -> None:
                 if job.phase == "anchored" and release_due(job, granted, margin=self._step):
@@ -581,6 +730,7 @@ class FluxqrModule(BrokerModule):
         self._work((job.jobid, "poll"), poller, done)
 
     def _release(self, job: HybridJob) -> None:
+        self._jobspecs.pop(job.jobid, None)  # Fluxion takes it from here
         job.mark("agent-release")
         job.phase = "released"
         job.why = None
@@ -636,6 +786,7 @@ class FluxqrModule(BrokerModule):
             return
         opening = (job.jobid, "open") in self._busy or (job.jobid, "anchor") in self._busy
         job.phase = "ending"
+        self._revoke(job)
         self._answer_env(job, error=f"job ended ({why})")
         if not opening:  # else the open/anchor callback closes what it got
             self._close(job, why)
@@ -650,15 +801,24 @@ class FluxqrModule(BrokerModule):
                     self._side(d).cancel(anchor)
                 except Exception as exc:  # noqa: BLE001 - the session close below matters
                     errors.append(f"anchor on {d}: {exc}")
+            usage = {}
             for d, token in tokens.items():
                 try:
                     self._side(d).close(token)
                 except Exception as exc:  # noqa: BLE001
                     errors.append(f"release of {d}: {exc}")
-            return errors
+                info = self._side(d).session(token)  # the vendor's billing, after the close
+                if info and isinstance(info.get("elapsed_time"), int | float):
+                    usage[d] = float(info["elapsed_time"])
+            return errors, usage
 
-        def done(errors: Any, error: BaseException | None) -> None:
-            errors = list(errors or []) + ([str(error)] if error else [])
+        def done(result: Any, error: BaseException | None) -> None:
+            errors, usage = result if result else ([], {})
+            errors = list(errors) + ([str(error)] if error else [])
+            for d, seconds in usage.items():
+                self._account("record_usage", job.jobid, d, qpu_seconds=seconds)
+            for d in tokens:
+                self._account("session_event", job.jobid, d, "closed")
             if errors:
                 job.why = f"closing failed: {errors[0]}"
                 self.log.error(f"fluxqr: job {job.jobid}: {'; '.join(errors)}")
@@ -670,6 +830,8 @@ class FluxqrModule(BrokerModule):
                     self.store.delete(str(job.jobid))
             job.phase = "done"
             self._update_memo(job, final=True)
+            if "clean" in job.times:  # closed after the job's clean event: forget it now
+                self._forget(job)
 
         if not tokens and not anchors:
             job.phase = "done"
@@ -695,6 +857,7 @@ class FluxqrModule(BrokerModule):
         line = scrub(" ".join(str(why).split()), list(job.tokens.values()))
         job.why = line
         job.phase = "ending" if job.phase != "done" else job.phase
+        self._revoke(job)
         self.log.error(f"fluxqr: job {job.jobid}: {line}")
         self._answer_env(job, error=line)
         self._update_memo(job)  # before the exception: an inactive job takes no memo
@@ -703,6 +866,8 @@ class FluxqrModule(BrokerModule):
         self._close(job, "vendor failure")
 
     def _forget(self, job: HybridJob) -> None:
+        self._revoke(job)
+        self._jobspecs.pop(job.jobid, None)
         if job.phase == "done":
             self.jobs.pop(job.jobid, None)
             self._memos.pop(job.jobid, None)
@@ -771,8 +936,9 @@ class FluxqrModule(BrokerModule):
                 (job.jobid, "open") not in self._busy:
             self._respond_env(job, msg)
             return
-        if job.phase in ("ending", "done") and job.why:
-            self.handle.respond_error(msg, errno.ECANCELED, f"fluxqr: {job.why}")
+        if job.phase in ("ending", "done"):  # never queue a waiter nothing will answer
+            self.handle.respond_error(msg, errno.ECANCELED,
+                                      f"fluxqr: {job.why or f'job {jobid} has ended'}")
             return
         # The session is still opening (`now` at allocation): answer when it is open.
         self._env_waiters.setdefault(jobid, []).append(msg)
@@ -794,7 +960,11 @@ class FluxqrModule(BrokerModule):
                               token=job.tokens.get(d.name)) for d in devices],
                 duration=job.duration, devices_file=self.settings.get("devices"),
                 userid=job.userid)
-            env = task_environment(js, devices)
+            access = None
+            if self.gateway is not None:
+                grant = self.gateway.grant(job.jobid, job.userid, devices, job.tokens)
+                access = self.gateway.settings(grant) if grant else None
+            env = task_environment(js, devices, gateway=access)
         except (FluxqrError, KeyError, AttributeError) as exc:
             self.handle.respond_error(msg, errno.ENOENT, f"fluxqr: job {job.jobid}: {exc}")
             return
@@ -835,6 +1005,8 @@ class FluxqrModule(BrokerModule):
         try:
             super().run()
         finally:
+            if self.gateway is not None:
+                self.gateway.stop()  # every job token dies with the agent
             if self._terminated and self.inventory is not None:
                 self._close_all_now()
             logging.getLogger("fluxqr").removeHandler(self._handler)

@@ -12,7 +12,18 @@ A device whose reads fail ``failure_threshold`` times in a row goes down with a
 goes down at once. It comes back up when a read says it is usable again. The
 ``updated`` property is the time of the device's last property change (so an
 unchanged device costs no RPC); the last successful read is kept in the loop's
-state, which ``flux qr status`` shows.
+state, which ``flux qr status`` shows. Every up/down transition is one log line
+with the reason (secret values scrubbed).
+
+Every cycle starts from what the scheduler holds now (one read of the QPU
+vertices), not from what the loop last wrote, so a second writer cannot leave a
+device in the wrong state for more than a cycle. **Admin down**: a QPU that is down
+without a ``down_reason`` property (``flux ion-resource set-status PATH down``), or
+whose ``down_reason`` starts with ``admin``, was put down by an administrator; the
+loop keeps it down and never lifts it — the administrator does, with ``set-status
+PATH up``. The loop itself always writes ``down_reason`` before it sets a QPU down,
+and sets it up before it removes ``down_reason``, so its own marks are never taken
+for an admin's.
 
 The same cycle can update a graph file instead of a running instance
 (:class:`GraphFileTarget`), for building graphs ahead of instance start.
@@ -37,6 +48,16 @@ log = logging.getLogger(__name__)
 #: num_qubits, ...) come from the graph build and are never touched.
 MANAGED = frozenset(PROPERTY_FIELDS.values()) | {"updated", "down_reason"}
 DOWN_STATUSES = frozenset({"offline", "maintenance"})
+#: A ``down_reason`` starting with this marks an administrator's down (never lifted here).
+ADMIN_PREFIX = "admin"
+
+
+def is_admin_down(up: bool, properties: dict[str, str]) -> bool:
+    """True if a QPU's down status is an administrator's (see the module docstring)."""
+    if up:
+        return False
+    reason = properties.get("down_reason")
+    return reason is None or reason.strip().lower().startswith(ADMIN_PREFIX)
 
 
 class Target(Protocol):
@@ -144,6 +165,7 @@ class DeviceState:
     last_ok: str | None = None
     last_error: str | None = None
     last_status: str | None = None
+    admin_down: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -175,14 +197,18 @@ class Refresher:
 
     def __init__(self, inventory: Inventory, target: Target, *, failure_threshold: int = 3,
                  timeout: float | None = None,
-                 reader: Callable[[Inventory, float | None], list[DeviceSnapshot]] | None = None):
+                 reader: Callable[[Inventory, float | None], list[DeviceSnapshot]] | None = None,
+                 read_budget: float | None = None):
         if failure_threshold < 1:
             raise FluxqrError(f"failure threshold must be >= 1 (got {failure_threshold})")
         self.inventory = inventory
         self.target = target
         self.failure_threshold = failure_threshold
         self.timeout = timeout
-        self.reader = reader or _probe
+        #: Longest a cycle waits for reads (None: each device's whole timeout). Reads still
+        #: within their timeout then stay in flight for the next cycle (devices.poll).
+        self.read_budget = read_budget
+        self.reader = reader or self.read_devices
         self.states = {d.name: DeviceState(d.name, d.adapter) for d in inventory}
         self.cycles = 0
         self.last_report: CycleReport | None = None
@@ -199,7 +225,14 @@ class Refresher:
                 state.path = None
                 continue
             path, up, props = current[name]
+            if state.path is not None and up != state.up:
+                who = "an administrator" if is_admin_down(up, props) else "another writer"
+                log.warning("device %s: found %s in the scheduler (set by %s)%s", name,
+                            "up" if up else "down", who,
+                            f": {props['down_reason']}" if not up and props.get("down_reason")
+                            else "")
             state.path, state.up = path, up
+            state.admin_down = is_admin_down(up, props)
             state.properties = {k: v for k, v in props.items() if k in MANAGED}
 
     # -- planning (pure) -----------------------------------------------------------------
@@ -208,7 +241,8 @@ class Refresher:
         """The RPCs that bring the target in line with ``snapshots`` (state not changed)."""
         sets: dict[tuple[str, str], list[str]] = {}
         removes: dict[str, list[str]] = {}
-        status: list[Op] = []
+        ups: list[Op] = []
+        downs: list[Op] = []
         for snap in snapshots:
             state = self.states.get(snap.device)
             if state is None or state.path is None:
@@ -226,13 +260,37 @@ class Refresher:
             if changed:
                 sets.setdefault(("updated", now), []).append(state.path)
             if want_up != state.up:
-                status.append(Op("status", (state.path,), up=want_up))
+                (ups if want_up else downs).append(Op("status", (state.path,), up=want_up))
+        # down_reason is written before a QPU goes down and removed after it comes up:
+        # a QPU down without one is an administrator's (is_admin_down).
         ops = [Op("set", tuple(p), key=k, value=v) for (k, v), p in sets.items()]
+        ops += ups
         ops += [Op("remove", tuple(p), key=k) for k, p in removes.items()]
-        return ops + status
+        return ops + downs
 
     def _desired(self, state: DeviceState, snap: DeviceSnapshot) -> tuple[bool, dict[str, str]]:
         """Up/down and the managed properties this snapshot asks for."""
+        up, props = self._desired_by_device(state, snap)
+        if state.admin_down:
+            # The administrator's down stands: live values are still kept current.
+            props.pop("down_reason", None)
+            if "down_reason" in state.properties:
+                props["down_reason"] = state.properties["down_reason"]
+            return False, props
+        if "down_reason" in props:
+            props["down_reason"] = self._scrub(props["down_reason"])
+        return up, props
+
+    def _scrub(self, text: str) -> str:
+        """Secret values of every device's credentials removed (down_reason is public)."""
+        from fluxqr.devices.base import scrub
+
+        secrets = [os.environ[v] for d in self.inventory for v in d.credentials.values()
+                   if os.environ.get(v)]
+        return " ".join(scrub(text, secrets).split())
+
+    def _desired_by_device(self, state: DeviceState,
+                           snap: DeviceSnapshot) -> tuple[bool, dict[str, str]]:
         if snap.ok:
             props = snap.properties()
             up = snap.status not in DOWN_STATUSES
@@ -256,6 +314,12 @@ class Refresher:
         start = time.monotonic()
         report = CycleReport()
         snaps = self.reader(self.inventory, self.timeout)
+        try:
+            # Reconcile: plan against what the scheduler holds now, not what we last wrote.
+            self.sync()
+        except Exception as err:  # noqa: BLE001 - plan against the last known state
+            report.errors.append(f"re-reading the scheduler's QPUs failed: {err}")
+            log.error("re-reading the scheduler's QPUs failed: %s", err)
         now = utcnow()
         ops = self.plan(snaps, now)
         failed_paths: set[str] = set()
@@ -270,6 +334,8 @@ class Refresher:
                 report.rpcs += 1
                 report.changes += len(op.paths)
                 self._applied(op)
+                if op.kind == "status":
+                    self._log_transition(op)
             except Exception as err:  # noqa: BLE001 - log, count, retry next cycle
                 report.rpcs += 1
                 failed_paths.update(op.paths)
@@ -294,6 +360,25 @@ class Refresher:
         report.seconds = time.monotonic() - start
         self.last_report = report
         return report
+
+    def _log_transition(self, op: Op) -> None:
+        state = next((s for s in self.states.values() if s.path == op.paths[0]), None)
+        if state is None:
+            return
+        if op.up:
+            log.warning("device %s: up (%s)", state.name,
+                        f"read ok, status {state.properties.get('status', 'unknown')}")
+        else:
+            log.warning("device %s: down (%s)", state.name,
+                        state.properties.get("down_reason", "no reason given"))
+
+    def read_devices(self, inventory: Inventory, timeout: float | None) -> list[DeviceSnapshot]:
+        """The default reader: every device, within :attr:`read_budget` if one is set."""
+        from fluxqr import devices
+
+        if self.read_budget is None:
+            return devices.probe(inventory, timeout=timeout)
+        return devices.poll(inventory, self.read_budget, timeout=timeout)
 
     def _applied(self, op: Op) -> None:
         by_path = {s.path: s for s in self.states.values() if s.path}
@@ -324,27 +409,46 @@ class Refresher:
     def status(self) -> dict[str, Any]:
         """The loop's state, as the ``fluxqr.status`` RPC returns it."""
         last = self.last_report
+        from fluxqr import devices
+
+        hung = devices.outstanding()
+        out = []
+        for s in self.states.values():
+            d = s.to_dict()
+            if s.name in hung:
+                d["read_running_s"] = round(hung[s.name], 1)
+            out.append(d)
         return {"cycles": self.cycles,
                 "last_cycle": asdict(last) if last else None,
-                "devices": [s.to_dict() for s in self.states.values()]}
+                "devices": out}
 
 
-def _probe(inventory: Inventory, timeout: float | None) -> list[DeviceSnapshot]:
-    from fluxqr import devices
-
-    return devices.probe(inventory, timeout=timeout)
+#: Share of the interval a cycle may wait for device reads (the rest: RPCs and slack).
+READ_SHARE = 0.8
 
 
 def run_forever(refresher: Refresher, interval: float,
                 on_cycle: Callable[[CycleReport], None] | None = None,
                 stop: Callable[[], bool] = lambda: False) -> None:
-    """Run cycles every ``interval`` seconds (the foreground daemon of ``fluxqr refresh``)."""
+    """Run cycles every ``interval`` seconds (the foreground daemon of ``fluxqr refresh``).
+
+    Cycles start on a fixed rhythm: reads get :data:`READ_SHARE` of the interval (a slow
+    device's read stays in flight into the next cycle rather than stretching this one),
+    and a cycle that still overruns starts the next one at once. ``KeyboardInterrupt``
+    propagates: the caller reports it; it is never a device failure.
+    """
+    if refresher.read_budget is None and refresher.reader == refresher.read_devices:
+        refresher.read_budget = interval * READ_SHARE
+    next_start = time.monotonic()
     while not stop():
-        started = time.monotonic()
         report = refresher.cycle()
         if on_cycle:
             on_cycle(report)
-        time.sleep(max(0.0, interval - (time.monotonic() - started)))
+        next_start += interval
+        now = time.monotonic()
+        if next_start < now:  # overran: do not try to catch up with a burst
+            next_start = now
+        time.sleep(next_start - now)
 
 
 def format_status(status: dict[str, Any]) -> str:

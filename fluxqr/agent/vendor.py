@@ -73,6 +73,11 @@ class VendorSide:
     def close(self, token: str) -> None:
         """Close (or cancel) the session."""
 
+    def session(self, token: str) -> dict[str, Any] | None:
+        """The vendor's record of the session (``interactive_ttl``, ``elapsed_time`` = billed
+        seconds, ``state``), where the vendor offers one; None otherwise."""
+        return None
+
 
 class LocalSide(VendorSide):
     """A device without a vendor queue: granted at once, nothing to open."""
@@ -169,6 +174,18 @@ class QrmiSide(VendorSide):
     def close(self, token: str) -> None:
         with self._lock:
             self._resource().release(token)
+
+    def session(self, token: str) -> dict[str, Any] | None:
+        from fluxqr.devices.qrmi_adapter import ibm_session_info
+
+        with self._lock:
+            adapter = self._resource()
+            if not adapter._is_ibm():
+                return None
+        try:
+            return ibm_session_info(adapter, token, timeout=min(10.0, self.device.timeout))
+        except FluxqrError:
+            return None  # informative only: usage falls back to wall time
 
 
 def side_for(device: Device) -> VendorSide:

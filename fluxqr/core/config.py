@@ -15,15 +15,22 @@ prolog/epilog all read, so they agree on names, defaults and errors::
                                                 # at most once a second)
     accounting-db = "/var/lib/flux/fluxqr/accounting.db"  # QPU usage ledger (default: below)
     limits = { job-qpu-seconds = 600, user-qpu-seconds = 36000, period = "7d" }
+    gateway = "127.0.0.1:0"                     # credential gateway: IP:PORT, or "off"
 
 ``accounting-db`` defaults to ``<statedir>/fluxqr/accounting.db`` (the broker's
 persistent state directory), or ``<rundir>/fluxqr/accounting.db`` when the
 instance has no ``statedir`` (then usage is lost when the instance exits); the
 caller derives it with :func:`fluxqr.core.accounting.default_path`.
+
+``gateway`` is where the agent's credential gateway (:mod:`fluxqr.agent.gateway`)
+listens: ``"IP:PORT"`` (port 0: any free port; a wildcard IP such as ``0.0.0.0``
+advertises the host's name to tasks), or ``"off"``. Tasks never get a vendor
+credential; without the gateway they get none at all.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import re
 from dataclasses import dataclass
@@ -32,9 +39,9 @@ from typing import Any
 from fluxqr.errors import FluxqrError
 
 DEFAULTS = {"interval": 60.0, "timeout": None, "failure-threshold": 3,
-            "vendor-job-seconds": 60.0, "idle-timeout": 60.0}
+            "vendor-job-seconds": 60.0, "idle-timeout": 60.0, "gateway": ("127.0.0.1", 0)}
 KNOWN = ("devices", "interval", "timeout", "failure-threshold", "session-dir",
-         "vendor-job-seconds", "idle-timeout", "accounting-db", "limits")
+         "vendor-job-seconds", "idle-timeout", "accounting-db", "limits", "gateway")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
@@ -95,6 +102,27 @@ def parse_limits(value: Any) -> Limits:
     return Limits(**out)
 
 
+def parse_gateway(value: Any) -> tuple[str, int] | None:
+    """``[fluxqr] gateway``: ``"IP:PORT"`` (port 0 = any free port), or None when off
+    (``false``, ``"off"``, ``"none"`` or ``""``)."""
+    if value is False or value is None or str(value).strip().lower() in ("", "off", "none",
+                                                                         "false"):
+        return None
+    text = str(value).strip()
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]")
+    try:
+        number = int(port)
+        if not sep or not host or not 0 <= number <= 65535:
+            raise ValueError
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise FluxqrError(f"[fluxqr] gateway: invalid address {text!r}",
+                          fix='use "IP:PORT", e.g. "127.0.0.1:0" (port 0 = any free port), '
+                              'or "off"') from None
+    return host, number
+
+
 def settings(config: dict[str, Any], args: tuple[str, ...]) -> dict[str, Any]:
     """Merge ``[fluxqr]`` config with ``key=value`` module arguments, validated."""
     table = dict(config.get("fluxqr") or {})
@@ -116,6 +144,8 @@ def settings(config: dict[str, Any], args: tuple[str, ...]) -> dict[str, Any]:
         out["session-dir"] = str(table["session-dir"])
     if table.get("accounting-db"):
         out["accounting-db"] = str(table["accounting-db"])
+    if "gateway" in table:
+        out["gateway"] = parse_gateway(table["gateway"])
     if "limits" in table:  # absent = no limits; callers use settings.get("limits", Limits())
         out["limits"] = parse_limits(table["limits"])
     try:

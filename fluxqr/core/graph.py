@@ -37,6 +37,15 @@ from fluxqr.core.inventory import Device
 from fluxqr.core.model import QPU, QUBIT, SESSION, marker_type
 from fluxqr.errors import GraphError
 
+#: Most vertices an R may expand to (ranks x their cores/gpus): bounds the work and the
+#: memory of reading a hostile R whose few lines name billions of cores.
+MAX_VERTICES = 8 << 20
+#: JGF vertex metadata fields and the JSON types Fluxion reads them as.
+_META_TYPES: dict[str, type | tuple[type, ...]] = {
+    "type": str, "basename": str, "name": str, "id": int, "uniq_id": int, "rank": int,
+    "exclusive": bool, "unit": str, "size": int, "properties": dict,
+    "paths": dict}
+
 
 class ResourceGraph:
     """A Fluxion resource graph (containment subsystem) with QPU subtrees.
@@ -358,10 +367,7 @@ def from_jgf(data: Any, where: str = "<jgf>") -> ResourceGraph:
                 isinstance(p, str) for p in paths.values()):
             raise GraphError(f"graph.nodes[{i}].metadata.paths: missing or malformed",
                              where=where, fix="every vertex needs e.g. paths.containment")
-        props = meta.get("properties")
-        if props is not None and not isinstance(props, dict):
-            raise GraphError(f"graph.nodes[{i}].metadata.properties: must be an object",
-                             where=where)
+        _check_meta(meta, f"graph.nodes[{i}].metadata", where)
         if node["id"] in g:
             raise GraphError(f"graph.nodes[{i}].id: duplicate vertex id '{node['id']}'",
                              where=where, fix="vertex ids must be unique")
@@ -372,11 +378,16 @@ def from_jgf(data: Any, where: str = "<jgf>") -> ResourceGraph:
             raise GraphError(f"graph.edges[{i}]: not an object", where=where)
         src, tgt = edge.get("source"), edge.get("target")
         for end, vid in (("source", src), ("target", tgt)):
+            if not isinstance(vid, str):
+                raise GraphError(f"graph.edges[{i}].{end}: must be a vertex id string, not "
+                                 f"{type(vid).__name__}", where=where)
             if vid not in g:
                 raise GraphError(f"graph.edges[{i}].{end}: '{vid}' is not a vertex (dangling "
                                  f"edge)", where=where,
                                  fix="remove the edge or add the missing vertex")
         emeta = edge.get("metadata")
+        if emeta is not None and not isinstance(emeta, dict):
+            raise GraphError(f"graph.edges[{i}].metadata: must be an object", where=where)
         subsystem = (emeta or {}).get("subsystem", "containment")
         if subsystem != "containment":
             other_edges.append((i, edge))
@@ -416,16 +427,32 @@ def from_r(r: Any, where: str = "<R>") -> ResourceGraph:
     if not isinstance(r_lite, list) or not r_lite:
         raise GraphError("execution.R_lite: R has no nodes", where=where,
                          fix="R_lite must list at least one rank with cores")
-    hosts = rfc.decode_hostlist(ex.get("nodelist") or [])
+    nodelist = ex.get("nodelist") or []
+    if not isinstance(nodelist, list) or not all(isinstance(h, str) for h in nodelist):
+        raise GraphError(f"execution.nodelist: must be a list of hostlist strings, not "
+                         f"{_json_type(nodelist)}", where=where,
+                         fix='write e.g. "nodelist": ["node[0-3]"]')
+    try:
+        hosts = rfc.decode_hostlist(nodelist)
+    except ValueError as exc:
+        raise GraphError(f"execution.nodelist: {exc}", where=where) from None
     entries: list[tuple[int, dict[str, list[int]]]] = []
+    vertices = 0
     for i, entry in enumerate(r_lite):
         try:
-            ranks = rfc.decode_idset(str(entry["rank"]))
-            children = {str(t): rfc.decode_idset(str(v))
+            if not isinstance(entry, dict) or not isinstance(entry.get("children") or {}, dict):
+                raise ValueError("expected {\"rank\": IDSET, \"children\": {TYPE: IDSET}}")
+            ranks = rfc.decode_idset(_idset_text(entry["rank"]))
+            children = {str(t): rfc.decode_idset(_idset_text(v))
                         for t, v in (entry.get("children") or {}).items()}
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        except (KeyError, ValueError) as exc:
             raise GraphError(f"execution.R_lite[{i}]: malformed entry ({exc})", where=where,
                              fix="each entry needs 'rank' and 'children' idsets") from None
+        vertices += len(ranks) * (1 + sum(len(ids) for ids in children.values()))
+        if vertices > MAX_VERTICES:
+            raise GraphError(f"execution.R_lite: more than {MAX_VERTICES} vertices (ranks x "
+                             f"cores/gpus)", where=where,
+                             fix="check the R; a real cluster's R is far smaller")
         entries.extend((rank, children) for rank in ranks)
     entries.sort(key=lambda e: e[0])
     if len({rank for rank, _ in entries}) != len(entries):
@@ -434,12 +461,54 @@ def from_r(r: Any, where: str = "<R>") -> ResourceGraph:
         raise GraphError(f"execution.nodelist: {len(hosts)} host(s) for {len(entries)} "
                          "rank(s)", where=where, fix="list one hostname per rank")
     props: dict[int, dict[str, str]] = {}
-    for pname, ids in (ex.get("properties") or {}).items():
-        for rank in rfc.decode_idset(str(ids)):
-            props.setdefault(rank, {})[pname] = ""
+    rprops = ex.get("properties") or {}
+    if not isinstance(rprops, dict):
+        raise GraphError(f"execution.properties: must be an object (property -> idset of "
+                         f"ranks), not {_json_type(rprops)}", where=where,
+                         fix='write e.g. "properties": {"bigmem": "0-3"}')
+    for pname, ids in rprops.items():
+        try:
+            for rank in rfc.decode_idset(_idset_text(ids)):
+                props.setdefault(rank, {})[pname] = ""
+        except ValueError as exc:
+            raise GraphError(f"execution.properties.{pname}: {exc}", where=where) from None
     return _from_ranks(
         ((rank, hosts[i], children, props.get(rank)) for i, (rank, children)
          in enumerate(entries)), where)
+
+
+def _json_type(value: Any) -> str:
+    """The JSON name of a parsed value's type, for error messages."""
+    for typ, name in ((bool, "a boolean"), (int, "an integer"), (float, "a number"),
+                      (str, "a string"), (list, "a list"), (dict, "an object")):
+        if isinstance(value, typ):
+            return name
+    return "null" if value is None else type(value).__name__
+
+
+def _idset_text(value: Any) -> str:
+    """An idset as text: RFC 20 writes strings, but a single rank may be an integer."""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ValueError(f"idset must be a string, not {_json_type(value)}")
+    return str(value)
+
+
+def _check_meta(meta: dict[str, Any], loc: str, where: str) -> None:
+    """JGF vertex metadata fields must have the types Fluxion reads them as."""
+    for key, typ in _META_TYPES.items():
+        value = meta.get(key)
+        if value is None:
+            continue
+        bad = (isinstance(value, bool) and typ is not bool) or not isinstance(value, typ)
+        if bad:
+            want = {str: "a string", int: "an integer", bool: "a boolean",
+                    dict: "an object"}[typ]  # type: ignore[index]
+            raise GraphError(f"{loc}.{key}: must be {want}, not {_json_type(value)}",
+                             where=where, fix="Fluxion would reject this graph too")
+    props = meta.get("properties")
+    if props and not all(isinstance(v, str) for v in props.values()):
+        raise GraphError(f"{loc}.properties: values must be strings", where=where,
+                         fix='write e.g. "properties": {"bigmem": ""}')
 
 
 def _from_ranks(ranks: Iterable[tuple[int, str, dict[str, list[int]], dict | None]],
@@ -490,6 +559,9 @@ def add_devices(graph: ResourceGraph, devices: Iterable[Device],
         snap = (snapshots or {}).get(dev.name)
         props = snap.properties() if snap is not None else {}
         down = snap is not None and snap.ok and snap.status in ("offline", "maintenance")
+        if down:  # the refresh loop's mark; a QPU down without one is an admin's
+            props["down_reason"] = " ".join(f"device reports {snap.status}: "
+                                            f"{snap.status_reason or ''}".split()).rstrip(":")
         graph.add_device(dev, props, status_down=down)
     return graph
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -22,6 +23,29 @@ from fluxqr.errors import InventoryError
 
 ADAPTERS = ("qrmi", "qdmi", "qiskit", "braket")
 DEFAULT_TIMEOUT = 10.0
+
+#: Values that look like a credential itself rather than the name of a variable holding
+#: one: AWS access key ids, long hex strings (40-hex API tokens), and long mixed-case
+#: alphanumeric runs (API keys). Checked on ``credentials`` names and ``params.config``
+#: values, which end up in logs, graphs and task environments.
+LITERAL_SECRET = re.compile(
+    r"^(?:(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AIPA|ANPA|ANVA|AROA|APKA|ASCA)[A-Z0-9]{16}"
+    r"|[0-9A-Fa-f]{32,}"
+    r"|(?=[A-Za-z0-9_-]*[a-z])(?=[A-Za-z0-9_-]*[A-Z])(?=[A-Za-z0-9_-]*[0-9])[A-Za-z0-9_-]{32,}"
+    r"|(?=[A-Za-z0-9]*[a-z])(?=[A-Za-z0-9]*[A-Z])(?=[A-Za-z0-9]*[0-9])[A-Za-z0-9]{20,})$")
+#: ``params.config`` settings whose value is a secret: they belong under ``credentials``.
+SECRET_SETTING = re.compile(r"(API_?KEY|TOKEN|SECRET|PASSW(OR)?D|PRIVATE_KEY|ACCESS_KEY)",
+                            re.IGNORECASE)
+#: A URL with a password in it (``https://user:secret@host``).
+URL_PASSWORD = re.compile(r"://[^/\s:@]+:[^/\s@]+@")
+#: Variables a device's settings must never name: they change how every program runs.
+DANGEROUS_ENV = re.compile(r"^(LD_|DYLD_|PYTHON|PATH$|HOME$|IFS$|BASH_ENV$|ENV$|SHELL$|"
+                           r"FLUX_|PERL5|RUBY|NODE_OPTIONS$)")
+
+
+def looks_like_secret(value: str) -> bool:
+    """True if ``value`` looks like a credential rather than a name or a URL."""
+    return bool(LITERAL_SECRET.match(value))
 
 
 @cache
@@ -121,6 +145,7 @@ def parse(data: Any, path: str = "<memory>") -> Inventory:
     seen: dict[str, int] = {}
     devices = []
     for i, entry in enumerate(data["devices"]):
+        _check_secrets(entry, i, path)
         name = entry["name"]
         if name in seen:
             raise InventoryError(f"devices[{i}].name: duplicate device name '{name}' "
@@ -143,6 +168,37 @@ def parse(data: Any, path: str = "<memory>") -> Inventory:
             credentials=dict(entry.get("credentials", {})),
         ))
     return Inventory(devices=tuple(devices), path=path, site=data.get("site"))
+
+
+def _check_secrets(entry: dict[str, Any], i: int, path: str) -> None:
+    """Settings that would put a secret, or a dangerous name, where users can read it."""
+    for setting, var in (entry.get("credentials") or {}).items():
+        loc = f"devices[{i}].credentials.{setting}"
+        if looks_like_secret(var):
+            raise InventoryError(f"{loc}: this looks like a secret itself, not the name of an "
+                                 "environment variable", where=path,
+                                 fix="put the secret in a variable (e.g. export "
+                                     "SITE_API_KEY=...) and write its NAME here")
+        if DANGEROUS_ENV.match(var) or DANGEROUS_ENV.match(setting):
+            raise InventoryError(f"{loc}: '{var}' is not a credential variable",
+                                 where=path, fix="name a variable that holds only the secret")
+    params = entry.get("params") or {}
+    config = params.get("config") if isinstance(params.get("config"), dict) else {}
+    rid = str(params.get("resource_id", ""))
+    for key, value in config.items():
+        loc = f"devices[{i}].params.config.{key}"
+        suffix = key.removeprefix(f"{rid}_") if rid else key
+        if SECRET_SETTING.search(suffix):
+            raise InventoryError(f"{loc}: a secret setting does not belong in params.config "
+                                 "(it reaches logs and task environments)", where=path,
+                                 fix=f"move it to credentials: {{{suffix}: ENV_VAR_NAME}}")
+        if looks_like_secret(str(value)) or URL_PASSWORD.search(str(value)):
+            raise InventoryError(f"{loc}: the value looks like a secret", where=path,
+                                 fix=f"move it to credentials: {{{suffix}: ENV_VAR_NAME}}")
+        if not suffix.startswith("QRMI_"):
+            raise InventoryError(f"{loc}: not a setting of resource '{rid}'", where=path,
+                                 fix=f"write it as {key[key.find('QRMI_'):]} (the "
+                                     f"<resource_id>_ prefix is optional)")
 
 
 def load(path: str | os.PathLike) -> Inventory:

@@ -29,6 +29,7 @@ from typing import Any
 
 from fluxqr._io import json_path, load_structured
 from fluxqr.core.model import MARKERS, QPU, QUBIT, SESSION, marker_type, type_token
+from fluxqr.devices.snapshot import FORMATS
 from fluxqr.errors import JobspecError
 
 POLICIES = ("any", "first", "shortest_queue", "best_fidelity")
@@ -41,6 +42,25 @@ START_MODES = ("ready", "predicted", "now")
 HELD_STARTS = ("ready", "predicted")
 #: Adapters whose devices sit behind a vendor queue (and so default to ``ready``).
 VENDOR_QUEUED_ADAPTERS = ("qrmi",)
+#: ``quantum.sdk`` / ``--qpu-sdk``: a format the device must execute (see
+#: :data:`fluxqr.devices.snapshot.FORMATS`), ``any`` (the default: it must execute
+#: something) or ``none`` (the job only reads properties: report-only devices match too).
+REQUEST_SDKS = ("any", "none", *FORMATS)
+#: The technology that marks a simulator, ranked after hardware by ``best_fidelity``.
+SIMULATOR = "simulator"
+
+#: Bounds on a request (the schema states the same for YAML; these also cover --qpu* options).
+MAX_QPUS = 64
+MAX_QUBITS = 1_000_000
+#: Longest vendor session (30 days) and job duration (one year) fluxqr accepts.
+MAX_SESSION_SECONDS = 30 * 86400
+MAX_DURATION = 365 * 86400
+#: A task environment larger than this cannot be exec'd (Linux: 128 KiB per variable,
+#: about 2 MiB for all arguments and variables together); refuse it at submit time.
+MAX_ENV_VALUE = 128 * 1024
+MAX_ENV_BYTES = 1 << 20
+#: Device, vendor and technology names (as devices.yaml's schema has them).
+NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
 
 #: Environment variable names that look like secrets; never copied into a jobspec.
 SECRET_ENV = re.compile(
@@ -59,14 +79,24 @@ def parse_duration(value: float | int | str | None, where: str = "duration") -> 
     """Seconds from a number or a Flux Standard Duration (``30s``, ``10m``, ``2h``, ``1d``)."""
     if value is None:
         return None
-    if isinstance(value, int | float):
-        return float(value)
-    m = re.fullmatch(r"([0-9]*\.?[0-9]+)([smhd]?)", str(value).strip())
-    if not m:
+    if isinstance(value, bool):
         raise JobspecError(f"{where}: invalid duration {value!r}",
                            fix="use seconds or a duration like 30s, 10m, 2h, 1d")
-    scale = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
-    return float(m.group(1)) * scale
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        text = str(value).strip()
+        m = re.fullmatch(r"([0-9]{0,12}\.?[0-9]{1,12})([smhd]?)", text)
+        if not m:
+            shown = text if len(text) <= 40 else text[:39] + "…"
+            raise JobspecError(f"{where}: invalid duration {shown!r}",
+                               fix="use seconds or a duration like 30s, 10m, 2h, 1d")
+        scale = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+        seconds = float(m.group(1)) * scale
+    if not math.isfinite(seconds) or seconds < 0:
+        raise JobspecError(f"{where}: invalid duration {value!r}",
+                           fix="use a finite, non-negative duration")
+    return seconds
 
 
 # -- the request ---------------------------------------------------------------------------
@@ -95,6 +125,7 @@ class QuantumRequest:
     devices: list[str] | None = None
     #: schema-valid keys this class does not model, kept in the recorded request as given
     extra: dict[str, Any] = field(default_factory=dict)
+    sdk: str | None = None
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> QuantumRequest:
@@ -124,14 +155,30 @@ class QuantumRequest:
             start=data.get("start"),
             devices=list(devices) if devices is not None else None,
             extra={k: copy.deepcopy(v) for k, v in data.items() if k not in _MODELLED},
+            sdk=data.get("sdk"),
         )
 
     def validate(self) -> None:
         """Range checks shared by the YAML and the CLI options."""
-        if self.qpus < 1:
-            raise JobspecError(f"qpus must be >= 1 (got {self.qpus})")
-        if self.qubits < 1:
-            raise JobspecError(f"qubits must be >= 1 (got {self.qubits})")
+        if not 1 <= self.qpus <= MAX_QPUS:
+            raise JobspecError(f"qpus must be 1-{MAX_QPUS} (got {self.qpus})")
+        if not 1 <= self.qubits <= MAX_QUBITS:
+            raise JobspecError(f"qubits must be 1-{MAX_QUBITS} (got {self.qubits})")
+        for attr in ("vendor", "device", "technology"):
+            value = getattr(self, attr)
+            if value is not None and (not isinstance(value, str) or not NAME_RE.fullmatch(value)):
+                shown = str(value) if len(str(value)) <= 40 else str(value)[:39] + "…"
+                raise JobspecError(f"{attr}: invalid name {shown!r}",
+                                   fix="names are letters, digits, '_', '.', '-' (at most 64)")
+        for attr, lo, hi in (("min_t1_us", 0, 1e9), ("max_queue", 0, 1e9)):
+            value = getattr(self, attr)
+            if value is not None and not (math.isfinite(value) and lo <= value <= hi):
+                raise JobspecError(f"{attr} must be between {lo:g} and {hi:g} (got {value})")
+        if self.session_max_time is not None and not (
+                1 <= self.session_max_time <= MAX_SESSION_SECONDS):
+            raise JobspecError(f"session max_time must be 1 s to {MAX_SESSION_SECONDS // 86400} "
+                               f"days (got {self.session_max_time:g} s)",
+                               fix="use e.g. 30m or 8h")
         if self.policy not in POLICIES:
             raise JobspecError(f"unknown QPU policy '{self.policy}'",
                                fix=f"use one of: {', '.join(POLICIES)}")
@@ -141,7 +188,11 @@ class QuantumRequest:
         if self.start is not None and self.start not in START_MODES:
             raise JobspecError(f"unknown start mode '{self.start}'",
                                fix=f"use one of: {', '.join(START_MODES)}")
-        if self.max_error_2q is not None and not 0 < self.max_error_2q <= 1:
+        if self.sdk is not None and self.sdk not in REQUEST_SDKS:
+            raise JobspecError(f"unknown sdk '{self.sdk}'",
+                               fix=f"use one of: {', '.join(REQUEST_SDKS)}")
+        if self.max_error_2q is not None and not (
+                math.isfinite(self.max_error_2q) and 0 < self.max_error_2q <= 1):
             raise JobspecError(f"max_error_2q must be in (0, 1] (got {self.max_error_2q})")
         if self.device and self.qpus > 1:
             raise JobspecError(f"device '{self.device}' was named but {self.qpus} QPUs asked for",
@@ -170,7 +221,14 @@ class QuantumRequest:
                 out[key] = getattr(self, key)
         if self.online:
             out["online"] = True
+        if self.sdk not in (None, "any", "none"):
+            out["sdk"] = self.sdk
         return out
+
+    @property
+    def needs_execution(self) -> bool:
+        """False only for ``sdk: none``: a job that reads a device's properties, runs nothing."""
+        return self.sdk != "none"
 
     def to_dict(self) -> dict[str, Any]:
         """The request as recorded in ``attributes.system.quantum.request``."""
@@ -181,7 +239,7 @@ class QuantumRequest:
 #: keys QuantumRequest reads (YAML and record forms); others pass through in ``extra``
 _MODELLED = frozenset({"qpus", "qubits", "vendor", "device", "technology", "max_error_2q",
                        "min_t1_us", "max_queue", "online", "policy", "exclusive", "session",
-                       "session_mode", "session_max_time", "devices", "start"})
+                       "session_mode", "session_max_time", "devices", "start", "sdk"})
 
 
 @dataclass
@@ -213,9 +271,37 @@ def _schema_check(sch: dict[str, Any], data: Any, where: str, prefix: str = "") 
         if prefix:
             loc = prefix if not err.absolute_path else \
                 prefix + ("" if loc.startswith("[") else ".") + loc
-        hint = " (unknown key: remove it or check its spelling)" \
-            if err.validator == "additionalProperties" else ""
-        raise JobspecError(f"{loc}: {err.message}{hint}", where=where)
+        raise JobspecError(_schema_message(loc, err), where=where)
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    """A value for an error line: repr'd, and cut (hostile input can be megabytes)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "...'"
+
+
+def _schema_message(loc: str, err: Any) -> str:
+    """One line for a schema violation, phrased like fluxqr's own checks."""
+    field = loc.rsplit(".", 1)[-1] if loc else loc
+    value, kind = err.instance, err.validator
+    if kind == "additionalProperties":
+        return f"{loc}: {err.message} (unknown key: remove it or check its spelling)"
+    if kind in ("minimum", "exclusiveMinimum"):
+        return f"{field} must be >= {err.validator_value} (got {_short(value)})"
+    if kind in ("maximum", "exclusiveMaximum"):
+        return f"{field} must be <= {err.validator_value} (got {_short(value)})"
+    if kind == "enum" and field == "policy":
+        return f"unknown QPU policy {_short(value)}; use one of: {', '.join(POLICIES)}"
+    if kind == "enum":
+        return f"{loc}: {_short(value)} is not one of: {', '.join(map(str, err.validator_value))}"
+    if kind == "pattern" and field in ("max_time", "duration"):
+        return f"{loc}: invalid duration {_short(value)} (use seconds or 30s, 10m, 2h, 1d)"
+    if kind == "pattern" or (kind == "maxLength" and isinstance(value, str)):
+        return (f"{loc}: invalid name {_short(value)} (a letter, then letters, digits, "
+                f"'_', '.' or '-'; at most 64)")
+    if kind == "oneOf" and field == "qpus":
+        return f"qpus must be a count from 1 to 64 or device names (got {_short(value)})"
+    return f"{loc}: {err.message[:200]}"
 
 
 def parse_request(data: Any, where: str = "<jobspec>") -> HybridRequest:
@@ -226,7 +312,14 @@ def parse_request(data: Any, where: str = "<jobspec>") -> HybridRequest:
     _schema_check(schema(), data, where)
     command = data["command"]
     if isinstance(command, str):
-        command = shlex.split(command)
+        try:
+            command = shlex.split(command)
+        except ValueError as exc:  # e.g. "No closing quotation"
+            raise JobspecError(f"command: cannot split it into words: {exc}", where=where,
+                               fix="balance the quotes, or write command: as a list") from None
+        if not command:
+            raise JobspecError("command: no words in it", where=where,
+                               fix="name the program to run")
     if data.get("exclusive") and not data.get("nodes"):
         raise JobspecError("exclusive: true needs nodes:", where=where,
                            fix="set nodes: N, or drop exclusive")
@@ -244,8 +337,16 @@ def parse_request(data: Any, where: str = "<jobspec>") -> HybridRequest:
         command=list(command), name=data.get("name"), nodes=data.get("nodes"),
         tasks=data.get("tasks"), cores_per_task=data.get("cores_per_task", 1),
         gpus_per_task=data.get("gpus_per_task", 0), exclusive=data.get("exclusive", False),
-        duration=parse_duration(data.get("duration")), queue=data.get("queue"),
+        duration=_duration(data.get("duration")), queue=data.get("queue"),
         cwd=data.get("cwd"), environment=dict(data.get("environment") or {}), quantum=quantum)
+
+
+def _duration(value: Any) -> float | None:
+    seconds = parse_duration(value, "duration")
+    if seconds is not None and seconds > MAX_DURATION:
+        raise JobspecError(f"duration: {seconds:g} s is over the {MAX_DURATION // 86400}-day "
+                           "limit", fix="use 0 (no limit) or a realistic duration")
+    return seconds
 
 
 def load_request(path: str | os.PathLike) -> HybridRequest:
@@ -316,13 +417,24 @@ class Resolution:
                 "decided_by": self.decided_by, "source": self.source}
 
 
-_DECISION_KEYS = ("num_qubits", "status", "error_2q", "t1_us", "queue_depth", "calibrated_at",
-                  "updated")
+_DECISION_KEYS = ("num_qubits", "status", "technology", "error_2q", "t1_us", "queue_depth",
+                  "formats", "calibrated_at", "updated")
+#: ``decided_by`` key listing devices skipped because a value they were judged on is
+#: unknown (device names start with a letter, so it never collides with one).
+SKIPPED = "_skipped"
 
 
 def _fails_live(q: QpuInfo, req: QuantumRequest) -> list[str]:
     """Why ``q`` misses the live requirements (empty: it meets them)."""
     why = []
+    if req.needs_execution and q.properties.get("executes") == "false":
+        why.append("reports properties only (executes=false)")
+    if req.sdk not in (None, "any", "none"):
+        formats = q.properties.get("formats")
+        if formats is None:
+            why.append("formats unknown")
+        elif req.sdk not in formats.split(","):
+            why.append(f"formats={formats}")
     status = q.properties.get("status", "unknown")
     if req.online and not q.up:
         why.append(f"down (status={status})")
@@ -354,7 +466,10 @@ def default_start(req: QuantumRequest, qpus: Iterable[QpuInfo]) -> str:
 def _rank_key(req: QuantumRequest, q: QpuInfo) -> tuple:
     inf = math.inf
     if req.policy == "best_fidelity":
-        return (q.num("error_2q") if q.num("error_2q") is not None else inf, q.name)
+        # Hardware first: an ideal simulator's error of 0 says nothing about fidelity.
+        # Asked for simulators (--qpu-tech=simulator), they are all that is left anyway.
+        simulator = q.properties.get("technology", "").lower() == SIMULATOR
+        return (simulator, q.num("error_2q") if q.num("error_2q") is not None else inf, q.name)
     if req.policy == "shortest_queue":
         return (q.num("queue_depth") if q.num("queue_depth") is not None else inf,
                 q.num("error_2q") if q.num("error_2q") is not None else inf, q.name)
@@ -403,10 +518,11 @@ def resolve(req: QuantumRequest, view: ResourceView) -> Resolution:
         raise JobspecError(f"{req.qpus} QPUs asked for but only {len(pool)} match "
                            f"({', '.join(q.name for q in pool)})", fix="ask for fewer QPUs")
     live = req.live
-    qualified = [q for q in pool if not _fails_live(q, req)] if live else list(pool)
+    qualified = [q for q in pool if not _fails_live(q, req)]
     if len(qualified) < req.qpus:
-        limits = ", ".join(f"{k}={str(v).lower() if isinstance(v, bool) else v}"
-                           for k, v in live.items())
+        limits = ", ".join([f"{k}={str(v).lower() if isinstance(v, bool) else v}"
+                            for k, v in live.items()]
+                           + (["executes=true"] if req.needs_execution else []))
         # Closest first: fewest misses, and a known value ahead of an unknown one.
         closest = sorted(pool, key=lambda q: (len(_fails_live(q, req)), sum(
             "unknown" in w for w in _fails_live(q, req)), q.name))[:3]
@@ -416,6 +532,11 @@ def resolve(req: QuantumRequest, view: ResourceView) -> Resolution:
                            fix="relax the requirements or wait for the devices to recover")
     decided = {q.name: {k: q.properties[k] for k in _DECISION_KEYS if k in q.properties}
                for q in qualified}
+    skipped = {}
+    for q in pool:
+        why = _fails_live(q, req)
+        if any("unknown" in w for w in why):
+            skipped[q.name] = ", ".join(why)
     # Fluxion can pick among the qualified devices by itself only when they are exactly the
     # devices its type markers select; otherwise pin the best ones.
     held = default_start(req, qualified) in HELD_STARTS
@@ -432,8 +553,10 @@ def resolve(req: QuantumRequest, view: ResourceView) -> Resolution:
     else:
         ranked = qualified
     chosen = [q.name for q in ranked[:req.qpus]]
-    return Resolution(chosen, [q.name for q in qualified],
-                      {n: decided[n] for n in chosen}, view.source)
+    decided_by = {n: decided[n] for n in chosen}
+    if skipped:
+        decided_by[SKIPPED] = skipped
+    return Resolution(chosen, [q.name for q in qualified], decided_by, view.source)
 
 
 def _resolve_named(req: QuantumRequest, pool: list[QpuInfo], qpus: list[QpuInfo],
@@ -538,6 +661,21 @@ def classical_resources(nodes: int | None, tasks: int | None, cores_per_task: in
     return node, count
 
 
+def check_environment(env: Mapping[str, str], where: str = "environment") -> None:
+    """Refuse an environment that the tasks could not be started with, or that bloats KVS."""
+    total = 0
+    for key, value in env.items():
+        size = len(key.encode()) + len(str(value).encode()) + 2
+        if size > MAX_ENV_VALUE:
+            raise JobspecError(f"{where}: variable {key[:40]} is {size} bytes, over the "
+                               f"{MAX_ENV_VALUE // 1024} KiB limit",
+                               fix="pass large data in a file, not the environment")
+        total += size
+    if total > MAX_ENV_BYTES:
+        raise JobspecError(f"{where}: {total} bytes, over the {MAX_ENV_BYTES >> 20} MiB limit",
+                           fix="unset large variables before submitting (or use env -i)")
+
+
 def scrub_environment(env: Mapping[str, str], extra_secret_names: Iterable[str] = ()) -> dict:
     """Drop variables that hold secrets (by name) so they never land in a jobspec."""
     extra = set(extra_secret_names)
@@ -637,6 +775,7 @@ def translate(request: HybridRequest, view: ResourceView | None,
                                       view.cores_per_node if view else None)
     env = scrub_environment(os.environ if environment is None else environment, secret_names)
     env.update(request.environment)
+    check_environment(env, "environment (submitting environment plus the jobspec's)")
     system: dict[str, Any] = {"duration": request.duration or 0, "environment": env,
                               "cwd": request.cwd or os.getcwd()}
     if request.name:

@@ -213,9 +213,27 @@ def close_sessions(js: JobSessions, inventory: Inventory | None = None) -> list[
     return errors
 
 
-def task_environment(js: JobSessions, devices: list[Device], timeout: float | None = None
-                     ) -> dict[str, str]:
-    """The variables a job's tasks get: the QRMI job contract plus ``FLUXQR_*``."""
+#: The separator of QRMI's job lists; exported so that qrmi never has to guess it.
+QRMI_LIST_DELIMITER = ","
+
+
+def task_environment(js: JobSessions, devices: list[Device], timeout: float | None = None,
+                     *, jobid: str | int | None = None, userid: int | None = None,
+                     gateway: dict[str, dict[str, str]] | None = None) -> dict[str, str]:
+    """The variables a job's tasks get: the QRMI job contract plus ``FLUXQR_*``.
+
+    The QRMI part is what qrmi reads (``qrmi.get_job_qpu_resources_and_types`` and the
+    resource constructors): ``QRMI_JOB_QPU_RESOURCES``/``QRMI_JOB_QPU_TYPES`` split on
+    ``QRMI_LIST_DELIMITER``, ``QRMI_JOB_ID`` and ``QRMI_JOB_UID`` (the job and its
+    owner's numeric uid: Pasqal's on-premises type needs them), and per resource
+    ``<resource_id>_QRMI_*`` settings, the acquisition token and the time limit.
+    ``jobid`` and ``userid`` default to the job's own (``js.jobid``, ``js.userid``).
+
+    Vendor credentials are never part of it: ``gateway`` maps a device name to the QRMI
+    settings (suffix -> value) of the agent's credential gateway
+    (:mod:`fluxqr.agent.gateway`: its endpoints and the job's own token), which replace
+    the device's own; a device the gateway does not serve gets no credential.
+    """
     by_name = {d.name: d for d in devices}
     env: dict[str, str] = {"FLUXQR_QPUS": ",".join(r.device for r in js.records)}
     if js.devices_file:
@@ -234,18 +252,25 @@ def task_environment(js: JobSessions, devices: list[Device], timeout: float | No
         types.append(QRMI_TYPE_NAMES.get(_qrmi_member(dev), str(dev.params["resource_type"])))
         for suffix, value in (dev.params.get("config") or {}).items():
             env[f"{rid}_{suffix.removeprefix(rid + '_')}"] = str(value)
-        for setting, value in _credential_values(dev).items():
-            env[f"{rid}_{setting.removeprefix(rid + '_')}"] = value
+        for secret in dev.credentials:  # a setting named in both: the secret is left out
+            env.pop(f"{rid}_{secret.removeprefix(rid + '_')}", None)
+        for suffix, value in ((gateway or {}).get(dev.name) or {}).items():
+            env[f"{rid}_{suffix}"] = value
         if rec.token:
             env[f"{rid}_QRMI_JOB_ACQUISITION_TOKEN"] = rec.token
         seconds = timeout or js.duration
         if seconds:
             env[f"{rid}_QRMI_JOB_TIMEOUT_SECONDS"] = str(int(seconds))
     if resources:
-        env["QRMI_JOB_QPU_RESOURCES"] = ",".join(resources)
-        env["QRMI_JOB_QPU_TYPES"] = ",".join(types)
+        sep = QRMI_LIST_DELIMITER
+        env["QRMI_LIST_DELIMITER"] = sep
+        env["QRMI_JOB_QPU_RESOURCES"] = sep.join(resources)
+        env["QRMI_JOB_QPU_TYPES"] = sep.join(types)
+        job = jobid if jobid is not None else js.jobid
+        if job is not None and str(job):
+            env["QRMI_JOB_ID"] = str(job)
+        uid = userid if userid is not None else js.userid
+        if uid is not None:
+            env["QRMI_JOB_UID"] = str(int(uid))  # qrmi parses it as an i32
     return env
 
-
-def _credential_values(dev: Device) -> dict[str, str]:
-    return {s: os.environ[v] for s, v in dev.credentials.items() if os.environ.get(v)}

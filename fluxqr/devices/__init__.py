@@ -10,6 +10,12 @@ Reads run in daemon threads, so a hung SDK call neither delays the other devices
 nor keeps the interpreter from exiting. Those threads are reused and never exit:
 qiskit 2.6 crashes the process when a thread that first built a ``Target`` or a
 ``Parameter`` exits, so SDK work must only ever happen in long-lived threads.
+
+At most one read per device is outstanding: while a device's read hangs, later reads
+of it wait on that same read (and time out against its start) instead of starting
+another, so a hung vendor endpoint holds one thread, not one per refresh cycle.
+:func:`poll` is the refresh loop's non-blocking form: it waits at most a given budget
+and leaves reads that are still within their timeout running for the next cycle.
 """
 
 from __future__ import annotations
@@ -33,7 +39,8 @@ if TYPE_CHECKING:
     from fluxqr.core.inventory import Device, Inventory
     from fluxqr.devices.base import Adapter
 
-__all__ = ["STATUSES", "DeviceSnapshot", "adapter_for", "format_table", "probe", "read"]
+__all__ = ["STATUSES", "DeviceSnapshot", "adapter_for", "format_table", "outstanding", "poll",
+           "probe", "read"]
 
 log = logging.getLogger(__name__)
 
@@ -111,16 +118,68 @@ class _DaemonPool:
                 self._idle += 1
 
 
+
 _POOL = _DaemonPool("fluxqr-read")
+_LOCK = threading.Lock()
+#: device name -> (the device as read, the read in flight, when it started)
+_OUTSTANDING: dict[str, tuple[Device, Future, float]] = {}
+#: device name -> (device, adapter) for adapters that keep a client between reads
+_ADAPTERS: dict[str, tuple[Device, Adapter]] = {}
 
 
-def _start(device: Device) -> Future:
-    return _POOL.submit(lambda: adapter_for(device).read())
+def _adapter(device: Device) -> Adapter:
+    """The device's adapter: reused between reads when the adapter allows it (qrmi keeps
+    its client and token), rebuilt when the inventory entry changed."""
+    with _LOCK:
+        cached = _ADAPTERS.get(device.name)
+    if cached is not None and cached[0] == device:
+        return cached[1]
+    adapter = adapter_for(device)
+    if getattr(adapter, "reusable", False):
+        with _LOCK:
+            _ADAPTERS[device.name] = (device, adapter)
+    return adapter
 
 
-def _finish(device: Device, future: Future, timeout: float, start: float) -> DeviceSnapshot:
-    """The snapshot of a read started at ``start``, or a failed one (error, timeout, …)."""
+def _read_now(device: Device) -> DeviceSnapshot:
     try:
+        return _adapter(device).read()
+    except BaseException:
+        with _LOCK:  # a client in a bad state is rebuilt on the next read
+            _ADAPTERS.pop(device.name, None)
+        raise
+
+
+def _start(device: Device) -> tuple[Future, float, bool]:
+    """The device's read in flight, or a new one: ``(future, start time, joined)``."""
+    with _LOCK:
+        current = _OUTSTANDING.get(device.name)
+        # The same device (an edited inventory entry is another device) with a read in flight.
+        if current is not None and not current[1].done() and current[0] == device:
+            return current[1], current[2], True
+        future = _POOL.submit(lambda: _read_now(device))
+        _OUTSTANDING[device.name] = (device, future, time.monotonic())
+        return future, _OUTSTANDING[device.name][2], False
+
+
+def outstanding() -> dict[str, float]:
+    """Devices whose read is still running: name -> seconds since it started."""
+    now = time.monotonic()
+    with _LOCK:
+        return {name: now - start for name, (_d, f, start) in _OUTSTANDING.items()
+                if not f.done()}
+
+
+def _finish(device: Device, future: Future, timeout: float, start: float,
+            joined: bool = False) -> DeviceSnapshot:
+    """The snapshot of a read started at ``start``, or a failed one (error, timeout, …).
+
+    ``joined``: the read was started by an earlier call (it was still in flight).
+    """
+    try:
+        if joined and not future.done() and time.monotonic() >= start + timeout:
+            # A read from an earlier call is still hanging: do not wait on it again.
+            raise _StillRunning(time.monotonic() - start)
         result = future.result(timeout=max(0.0, start + timeout - time.monotonic()))
         if not isinstance(result, DeviceSnapshot):
             reason = f"adapter returned {type(result).__name__}, not a DeviceSnapshot"
@@ -135,10 +194,21 @@ def _finish(device: Device, future: Future, timeout: float, start: float) -> Dev
     except FutureTimeout:
         future.cancel()  # a read still queued never starts; a running one is abandoned
         reason = f"timed out after {timeout:g} s"
+    except _StillRunning as hung:
+        reason = (f"timed out after {timeout:g} s (the read started {hung.seconds:.0f} s ago "
+                  f"is still running; no new read is started until it ends)")
+    except KeyboardInterrupt:
+        raise  # Ctrl-C in the waiting thread: the caller stops, the device did not fail
     except BaseException as err:  # every failure becomes a snapshot
         reason = _reason(err, device)
     log.info("device %s (%s): read failed: %s", device.name, device.adapter, reason)
     return DeviceSnapshot.failed(device.name, device.adapter, reason)
+
+
+class _StillRunning(Exception):
+    def __init__(self, seconds: float):
+        super().__init__(seconds)
+        self.seconds = seconds
 
 
 def _timeout(device: Device, timeout: float | None) -> float:
@@ -147,8 +217,8 @@ def _timeout(device: Device, timeout: float | None) -> float:
 
 def read(device: Device, timeout: float | None = None) -> DeviceSnapshot:
     """Read one device; never raises. ``timeout`` defaults to ``device.timeout`` (seconds)."""
-    start = time.monotonic()
-    return _finish(device, _start(device), _timeout(device, timeout), start)
+    future, start, joined = _start(device)
+    return _finish(device, future, _timeout(device, timeout), start, joined)
 
 
 def probe(devices: Inventory | Iterable[Device],
@@ -159,6 +229,43 @@ def probe(devices: Inventory | Iterable[Device],
     the common start, so the whole probe takes about the longest timeout at worst.
     """
     devices = list(devices)
+    _register_qdmi(devices)
+    started = [_start(d) for d in devices]
+    return [_finish(d, f, _timeout(d, timeout), start, joined)
+            for d, (f, start, joined) in zip(devices, started, strict=True)]
+
+
+def poll(devices: Inventory | Iterable[Device], budget: float,
+         timeout: float | None = None) -> list[DeviceSnapshot]:
+    """Snapshots of the devices whose reads end within ``budget`` seconds. Never raises.
+
+    Starts a read of every device that has none in flight, waits until all are done or
+    ``budget`` has passed, and returns (in inventory order) a snapshot for each finished
+    read and a failed one for each read past its own timeout. Reads that are still within
+    their timeout are left running and give no snapshot: the next call picks them up.
+    This keeps a refresh loop on its interval however slow a vendor is.
+    """
+    devices = list(devices)
+    _register_qdmi(devices)
+    started = [_start(d) for d in devices]
+    deadline = time.monotonic() + max(0.0, budget)
+    out = []
+    for d, (future, start, joined) in zip(devices, started, strict=True):
+        limit = _timeout(d, timeout)
+        wait = min(deadline, start + limit) - time.monotonic()
+        if not future.done() and wait > 0:
+            try:
+                future.result(timeout=wait)
+            except KeyboardInterrupt:
+                raise
+            except BaseException:  # noqa: BLE001 - _finish reports it
+                pass
+        if future.done() or time.monotonic() >= start + limit:
+            out.append(_finish(d, future, limit, start, joined))
+    return out
+
+
+def _register_qdmi(devices: list[Device]) -> None:
     qdmi = [d for d in devices if d.adapter == "qdmi"]
     if qdmi:
         # QDMI device libraries must be registered before the driver is first used.
@@ -168,10 +275,6 @@ def probe(devices: Inventory | Iterable[Device],
             register_libraries(qdmi)
         except Exception as err:  # each read reports its own problem
             log.debug("registering QDMI libraries failed: %s", err)
-    start = time.monotonic()
-    futures = [_start(d) for d in devices]
-    return [_finish(d, f, _timeout(d, timeout), start)
-            for d, f in zip(devices, futures, strict=True)]
 
 
 def _cell(value: Any, kind: str = "") -> str:

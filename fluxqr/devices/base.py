@@ -218,8 +218,37 @@ class Adapter:
         raise NotImplementedError
 
     def backend(self) -> Any:
-        """A ready SDK object for use inside a job (Qiskit BackendV2, Braket device)."""
+        """The device's own SDK object for use inside a job (``sdk="native"``)."""
         raise FluxqrError(f"the '{self.name}' adapter has no in-job backend")
+
+    def qiskit_backend(self) -> Any:
+        """A Qiskit ``BackendV2`` for the device (``sdk="qiskit"``)."""
+        raise self.unsupported("qiskit")
+
+    def braket_device(self) -> Any:
+        """An Amazon Braket device for the device (``sdk="braket"``)."""
+        raise self.unsupported("braket")
+
+    def sdks(self) -> list[str]:
+        """The ``sdk=`` values :meth:`sdk_backend` accepts for this device."""
+        return ["native"]
+
+    def sdk_backend(self, sdk: str) -> Any:
+        """The device as an object of ``sdk``: ``native``, ``qiskit`` or ``braket``."""
+        if sdk == "native":
+            return self.backend()
+        if sdk == "qiskit":
+            return self.qiskit_backend()
+        if sdk == "braket":
+            return self.braket_device()
+        raise FluxqrError(f"unknown sdk '{sdk}' for device '{self.device.name}'",
+                          fix=f"use one of: {', '.join(self.sdks())}")
+
+    def unsupported(self, sdk: str, why: str = "") -> FluxqrError:
+        """The one-line error for an SDK this device cannot be driven with."""
+        return FluxqrError(f"device '{self.device.name}' ({self.name} adapter) has no {sdk} "
+                           f"backend{': ' + why if why else ''}",
+                           fix=f"it supports: {', '.join(self.sdks()) or 'none'}")
 
     @property
     def params(self) -> Mapping[str, Any]:

@@ -128,6 +128,25 @@ def capabilities_summary(props: Any) -> dict[str, Any]:
     return fields
 
 
+def execution_formats(props: Any) -> dict[str, Any]:
+    """``formats``/``executes`` from the actions a Braket device accepts.
+
+    Gate-model actions (OpenQASM 3, JAQCD) take Braket circuits, OpenQASM 3 and, through
+    qiskit-braket-provider when it is installed, Qiskit circuits; analog (AHS) devices
+    take Braket programs only.
+    """
+    import importlib.util
+
+    actions = [str(getattr(k, "value", k)) for k in (getattr(props, "action", None) or {})]
+    gate = any(a.startswith(("braket.ir.openqasm", "braket.ir.jaqcd")) for a in actions)
+    formats = ["braket"] if actions else []
+    if gate:
+        formats.append("openqasm3")
+        if importlib.util.find_spec("qiskit_braket_provider") is not None:
+            formats.append("qiskit")
+    return {"formats": ",".join(formats) or None, "executes": bool(actions)}
+
+
 class BraketAdapter(Adapter):
     """An Amazon Braket device (by ARN) or a local Braket simulator."""
 
@@ -165,11 +184,25 @@ class BraketAdapter(Adapter):
         aws = require("braket.aws", EXTRA)
         return aws.AwsDevice(self.spec, aws_session=self.aws_session())
 
+    def braket_device(self) -> Any:
+        return self.backend()
+
+    def qiskit_backend(self) -> Any:
+        """A Qiskit ``BackendV2`` through the maintained qiskit-braket-provider."""
+        provider = require("qiskit_braket_provider", EXTRA)
+        if self.is_local:
+            return provider.BraketLocalBackend(self.spec.removeprefix("local:"))
+        return provider.BraketAwsBackend(device=self.backend())
+
+    def sdks(self) -> list[str]:
+        return ["native", "braket", "qiskit"]
+
     def read(self) -> DeviceSnapshot:
         if self.is_local:
             with SDK_LOCK:  # local: CPU work only
                 device = self.backend()
                 fields = capabilities_summary(device.properties)
+                fields.update(execution_formats(device.properties))
             return self.snapshot(status="online", queue_depth=0, **fields)
         with SDK_LOCK:
             require("braket.aws", EXTRA)
@@ -182,6 +215,7 @@ class BraketAdapter(Adapter):
         queue = device.queue_depth()  # network: GetDevice again, for the live queue
         with SDK_LOCK:
             fields = capabilities_summary(props)
+            fields.update(execution_formats(props))
         reason = "retired" if raw == "RETIRED" else ""
         status = STATUS.get(raw, "unknown")
         if status == "online" and not device.is_available:

@@ -153,6 +153,20 @@ class QdmiAdapter(Adapter):
         plugin = require("mqt.core.plugins.qiskit", EXTRA)
         return plugin.QDMIBackend(self.open(), device_id=self._device_id(_qdmi()))
 
+    def qiskit_backend(self) -> Any:
+        """The ``QDMIBackend``, but only for a device that accepts programs at all."""
+        dev = self.open()
+        if not dev.supported_program_formats():
+            raise self.unsupported("qiskit", "it reports properties only (its QDMI device "
+                                   "accepts no program format)")
+        plugin = require("mqt.core.plugins.qiskit", EXTRA)
+        return plugin.QDMIBackend(dev, device_id=self._device_id(_qdmi()))
+
+    def sdks(self) -> list[str]:
+        if self.open().supported_program_formats():
+            return ["native", "qiskit"]
+        return ["native (its QDMIBackend: properties and target only)"]
+
     def read(self) -> DeviceSnapshot:
         with SDK_LOCK:  # a local C library: nothing to overlap, and keep it single-threaded
             return self._read(self.open())
@@ -200,10 +214,31 @@ class QdmiAdapter(Adapter):
                            fully_connected=any_global_2q and not coupling)
         if fields["median_2q_error"] is None and global_2q:
             fields["median_2q_error"] = median(global_2q)
+        formats = program_formats(dev.supported_program_formats())
         return self.snapshot(status=status, queue_depth=dev.queue_length(),
+                             formats=",".join(formats) or None, executes=bool(formats),
                              status_reason="" if status == "online"
                              else f"QDMI device status {status_name}", **fields)
 
 
 def _error(fidelity: float | None) -> float | None:
     return None if fidelity is None else max(0.0, 1.0 - float(fidelity))
+
+
+#: QDMI program format name prefix -> the ``formats`` property's name for it
+PROGRAM_FORMATS = {"QASM2": "openqasm2", "QASM3": "openqasm3", "QIR": "qir"}
+
+
+def program_formats(supported: Iterable[Any]) -> list[str]:
+    """The ``formats`` a QDMI device executes: ``qiskit`` (through mqt-core's
+    ``QDMIBackend``, which serializes to QASM) plus the program formats it takes directly.
+    Empty for a device that accepts no program: it only reports properties."""
+    names: list[str] = []
+    for fmt in supported:
+        text = str(getattr(fmt, "name", fmt)).rsplit(".", 1)[-1]
+        name = next((v for k, v in PROGRAM_FORMATS.items() if text.startswith(k)), None)
+        if name and name not in names:
+            names.append(name)
+    if any(n in ("openqasm2", "openqasm3") for n in names):
+        names.insert(0, "qiskit")
+    return names

@@ -83,8 +83,15 @@ class QiskitAdapter(Adapter):
         raise FluxqrError(f"device '{self.device.name}': unknown qiskit backend '{spec}'",
                           fix="use fake_<name>, aer_simulator or generic:<qubits>")
 
+    def qiskit_backend(self) -> Any:
+        return self.backend()
+
+    def sdks(self) -> list[str]:
+        return ["native", "qiskit"]
+
     def read(self) -> DeviceSnapshot:
         with SDK_LOCK:  # all local CPU work: nothing to overlap, and SDK imports stay serial
             backend = self.backend()
-            return self.snapshot(status="online", queue_depth=0,
-                                 **target_summary(backend.target), **backend_extras(backend))
+            return self.snapshot(status="online", queue_depth=0, formats="qiskit",
+                                 executes=True, **target_summary(backend.target),
+                                 **backend_extras(backend))

@@ -45,6 +45,11 @@ RESOURCE_TYPES = {
     "iqm-server": "IQMServer",
     "oqtopus": "OQTOPUS",
 }
+#: qrmi.ResourceType member -> what it executes (``qrmi``: qrmi's own task API)
+QRMI_FORMATS = {"IBMQuantumSystem": ("qiskit", "qrmi"),
+                "IBMQuantumComputeService": ("qiskit", "qrmi"),
+                "IBMQiskitRuntimeService": ("qiskit", "qrmi"),
+                "PasqalCloud": ("pulser", "qrmi"), "PasqalLocal": ("pulser", "qrmi")}
 IBM_TYPES = frozenset({"IBMQuantumSystem", "IBMQuantumComputeService", "IBMQiskitRuntimeService"})
 
 
@@ -110,6 +115,9 @@ class QrmiAdapter(Adapter):
 
     name = "qrmi"
     extra = EXTRA
+    #: Kept between refresh reads: the qrmi client holds its IAM token, so a cycle costs
+    #: the status and calibration calls only.
+    reusable = True
 
     def __init__(self, device: Device):
         super().__init__(device)
@@ -167,6 +175,9 @@ class QrmiAdapter(Adapter):
             "session_capacity": capacity.get("max_slots") if isinstance(capacity, dict)
             else None,
         }
+        member = self._member()
+        fields["executes"] = True
+        fields["formats"] = ",".join(QRMI_FORMATS.get(member, ("qrmi",)))
         if self._is_ibm():
             try:
                 value = resource.target().value
@@ -175,11 +186,23 @@ class QrmiAdapter(Adapter):
             fields.update(ibm_target_summary(value))
         return self.snapshot(**fields)
 
+    def _member(self) -> str:
+        return str(self.resource().resource_type()).rsplit(".", 1)[-1]
+
+    def sdks(self) -> list[str]:
+        return ["native", "qiskit"] if self._is_ibm() else ["native"]
+
     def backend(self) -> Any:
+        """Native: qrmi's Qiskit backend for IBM resources, else the ``qrmi.QuantumResource``
+        (what qrmi's own Pulser and task APIs take)."""
+        if self._is_ibm():
+            return self.qiskit_backend()
+        return self.resource()
+
+    def qiskit_backend(self) -> Any:
         """qrmi's Qiskit ``BackendV2`` for an IBM resource (target from the live service)."""
         if not self._is_ibm():
-            raise FluxqrError(f"device '{self.device.name}': only IBM QRMI resources have a "
-                              f"Qiskit backend")
+            raise self.unsupported("qiskit", "only IBM QRMI resources have a Qiskit backend")
         ibm = require("qrmi.primitives.ibm", EXTRA)
         try:
             return ibm.get_backend(self.resource())
@@ -203,3 +226,40 @@ class QrmiAdapter(Adapter):
             raise
         except Exception as err:
             raise self._fail("release()", err) from None
+
+
+def ibm_session_info(adapter: QrmiAdapter, session_id: str, timeout: float = 10.0
+                     ) -> dict[str, Any]:
+    """IBM Quantum Compute Service's record of a session (``GET /sessions/{id}``): its
+    ``state``, ``interactive_ttl``, ``activated_at`` and ``elapsed_time`` (the billed
+    seconds). qrmi 0.26 does not expose it, so this asks the REST API the resource is
+    configured with (endpoint, IAM endpoint and API key, service CRN), with a timeout.
+    Raises :class:`FluxqrError` (secrets scrubbed) on any failure.
+    """
+    import urllib.parse
+    import urllib.request
+
+    config = adapter._config()
+    endpoint = config.get("QRMI_IBM_QCS_ENDPOINT", "").rstrip("/")
+    iam = config.get("QRMI_IBM_QCS_IAM_ENDPOINT", "").rstrip("/")
+    apikey = config.get("QRMI_IBM_QCS_IAM_APIKEY", "")
+    if not endpoint or not iam:
+        raise FluxqrError(f"device '{adapter.device.name}': no QRMI_IBM_QCS_ENDPOINT / "
+                          "IAM endpoint configured")
+    try:
+        form = urllib.parse.urlencode({"grant_type": "urn:ibm:params:oauth:grant-type:apikey",
+                                       "apikey": apikey}).encode()
+        req = urllib.request.Request(f"{iam}/identity/token", data=form, method="POST")
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            token = json.loads(resp.read())["access_token"]
+        req = urllib.request.Request(
+            f"{endpoint}/sessions/{urllib.parse.quote(session_id)}",
+            headers={"Authorization": f"Bearer {token}",
+                     "Service-CRN": config.get("QRMI_IBM_QCS_SERVICE_CRN", "")})
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            data = json.loads(resp.read())
+    except Exception as err:  # noqa: BLE001 - every failure becomes one scrubbed line
+        raise adapter._fail("GET /sessions/{id}", err) from None
+    if not isinstance(data, dict):
+        raise FluxqrError(f"device '{adapter.device.name}': malformed session record")
+    return data

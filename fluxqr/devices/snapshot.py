@@ -32,7 +32,44 @@ PROPERTY_FIELDS = {
     "coupling_components": "coupling_components",
     "max_shots": "max_shots",
     "session_capacity": "session_capacity",
+    "formats": "formats",
+    "executes": "executes",
 }
+
+#: What a QPU can execute, as the ``formats`` property lists it: SDKs whose circuits
+#: ``qpu.backend(sdk)`` accepts, and program formats the device takes directly.
+FORMATS = ("qiskit", "braket", "pulser", "qrmi", "openqasm2", "openqasm3", "qir")
+
+#: Python type of each graph property, for the typed in-job API (``qpu.error_2q``).
+#: ``formats`` is a list and ``executes`` a bool; anything else is a string.
+PROPERTY_TYPES: dict[str, type] = {
+    "num_qubits": int, "sessions": int, "coupling_edges": int, "coupling_components": int,
+    "dead_couplers": int, "queue_depth": int, "max_shots": int, "session_capacity": int,
+    "error_1q": float, "error_2q": float, "error_readout": float, "t1_us": float,
+    "t2_us": float, "expected_wait_s": float, "executes": bool, "formats": list,
+    "status": str, "status_reason": str, "calibrated_at": str, "vendor": str,
+    "technology": str, "adapter": str, "device": str,
+}
+
+
+def parse_value(key: str, text: str | None) -> object:
+    """A graph property string as its Python value (see :data:`PROPERTY_TYPES`); None if unset.
+
+    A value that does not parse as its type is None too: properties come from vendors.
+    """
+    if text is None or text == "":
+        return None
+    kind = PROPERTY_TYPES.get(key, str)
+    try:
+        if kind is bool:
+            return {"true": True, "false": False}.get(str(text).lower())
+        if kind is list:
+            return [f for f in str(text).split(",") if f]
+        if kind is int:
+            return int(float(text))
+        return kind(text)
+    except (TypeError, ValueError):
+        return None
 
 
 def utcnow() -> str:
@@ -95,6 +132,10 @@ class DeviceSnapshot:
     calibrated_at: str | None = None
     max_shots: int | None = None
     session_capacity: int | None = None
+    #: what the device executes: comma-separated :data:`FORMATS` (None: not known)
+    formats: str | None = None
+    #: False for a device that only reports properties (e.g. a QDMI calibration model)
+    executes: bool | None = None
     fetched_at: str = field(default_factory=utcnow)
     error: str | None = None
 

@@ -4,8 +4,9 @@ Installed as a discovery shim in a directory on ``FLUX_CLI_PLUGINPATH`` (or the
 site's ``<confdir>/cli/plugins``), it adds ``--qpu=COUNT``, ``--qubits=N``,
 ``--qpu-vendor``, ``--qpu-device``, ``--qpu-tech``, ``--qpu-max-error``,
 ``--qpu-min-t1``, ``--qpu-max-queue``, ``--qpu-online``, ``--qpu-policy``,
-``--qpu-exclusive``, ``--qpu-start`` and ``--qpu-session-mode``/``--qpu-session-time``; they
-mean what the same keys under ``quantum:`` mean in a hybrid jobspec YAML.
+``--qpu-sdk``, ``--qpu-exclusive``, ``--qpu-start`` and
+``--qpu-session-mode``/``--qpu-session-time``; they mean what the same keys under
+``quantum:`` mean in a hybrid jobspec YAML.
 
 The plugin only records the request (``attributes.system.quantum.request``); fluxqr's
 job-ingest frobnicator (:mod:`fluxqr.flux.ingest`) turns it into resources on the
@@ -27,28 +28,31 @@ OPTIONS = {
                        "help": "allocate COUNT quantum devices with the job, or the devices "
                                "named (e.g. ibm_fez,ibm_torino: all of them); default 1 when "
                                "any --qpu-*/--qubits option is given"}),
-    "--qubits": ("qubits", {"type": int, "metavar": "N",
+    "--qubits": ("qubits", {"metavar": "N",
                             "help": "qubits needed on each QPU"}),
     "--qpu-vendor": ("vendor", {"metavar": "VENDOR", "help": "only QPUs from VENDOR"}),
     "--qpu-device": ("device", {"metavar": "NAME", "help": "exactly the QPU named NAME"}),
     "--qpu-tech": ("technology", {"metavar": "TECH",
                                   "help": "only QPUs of technology TECH (e.g. superconducting)"}),
-    "--qpu-max-error": ("max_error_2q", {"type": float, "metavar": "P",
+    "--qpu-max-error": ("max_error_2q", {"metavar": "P",
                                          "help": "highest acceptable median 2-qubit gate error"}),
-    "--qpu-min-t1": ("min_t1_us", {"type": float, "metavar": "US",
+    "--qpu-min-t1": ("min_t1_us", {"metavar": "US",
                                    "help": "lowest acceptable median T1 in microseconds"}),
-    "--qpu-max-queue": ("max_queue", {"type": int, "metavar": "N",
+    "--qpu-max-queue": ("max_queue", {"metavar": "N",
                                       "help": "at most N jobs waiting in the device's queue"}),
     "--qpu-online": ("online", {"action": "store_true", "default": None,
                                 "help": "only devices whose last read said online"}),
     "--qpu-policy": ("policy", {"metavar": "POLICY",
-                                "choices": ("any", "first", "shortest_queue", "best_fidelity"),
                                 "help": "choice among qualifying QPUs: any (Fluxion picks), "
                                         "first, shortest_queue, best_fidelity"}),
+    "--qpu-sdk": ("sdk", {"metavar": "SDK",
+                          "choices": ("any", "none", "qiskit", "braket", "pulser", "qrmi",
+                                      "openqasm2", "openqasm3", "qir"),
+                          "help": "only QPUs that execute SDK's circuits (qiskit, braket, "
+                                  "pulser, ...); none: the job runs nothing on the QPU"}),
     "--qpu-exclusive": ("exclusive", {"action": "store_true", "default": None,
                                       "help": "hold the whole device (all session slots)"}),
     "--qpu-session-mode": ("session_mode", {"metavar": "MODE",
-                                            "choices": ("dedicated", "batch", "none"),
                                             "help": "vendor session mode (dedicated, batch, "
                                                     "none)"}),
     "--qpu-start": ("start", {"metavar": "WHEN", "choices": ("ready", "predicted", "now"),
@@ -81,6 +85,11 @@ def parse_qpus(value: str) -> dict[str, Any]:
     if value.isdigit():
         return {"qpus": int(value)}
     return {"devices": [name.strip() for name in value.split(",")]}
+
+#: Options converted here rather than by argparse, whose errors print the whole usage: a
+#: bad value must give one line. (QuantumRequest.validate checks ranges and choices.)
+CONVERT = {"qpus": int, "qubits": int, "max_queue": int, "max_error_2q": float,
+           "min_t1_us": float}
 
 
 class QuantumPlugin(CLIPlugin):
@@ -132,6 +141,7 @@ class QuantumPlugin(CLIPlugin):
         if not values:
             return  # a classical job: nothing imported, nothing changed
         with _one_line():
+            _convert(values)
             handle, conf = set_request(jobspec, values)
             if hold(jobspec, conf, _urgency(getattr(args, "urgency", None))):
                 # The agent takes the vendor side first and releases the job (restoring
@@ -140,6 +150,19 @@ class QuantumPlugin(CLIPlugin):
 
                 instance.check_agent(handle)
                 (_COMMAND.get("args") or args).urgency = 0
+
+
+def _convert(values: dict[str, Any]) -> None:
+    """Option strings to numbers, each bad value one line naming its option."""
+    from fluxqr.errors import FluxqrError
+
+    for name, (fld, _) in OPTIONS.items():
+        if fld in CONVERT and fld in values and not isinstance(values[fld], int | float):
+            try:
+                values[fld] = CONVERT[fld](values[fld])
+            except ValueError:
+                raise FluxqrError(f"{name}: invalid {CONVERT[fld].__name__} value "
+                                  f"{str(values[fld])[:40]!r}") from None
 
 
 @contextmanager
@@ -157,7 +180,7 @@ def set_request(jobspec: Any, values: dict[str, Any]) -> tuple[Any, dict[str, An
     """Check the request here (no round trip for a typo), then record it for the instance.
     Returns the handle and the instance configuration."""
     # Imported here so classical submissions never pay for it.
-    from fluxqr.core.jobspec import request_record, scrub_environment
+    from fluxqr.core.jobspec import check_environment, request_record, scrub_environment
     from fluxqr.flux import instance
 
     record = request_record(values, "--qpu options")
@@ -171,6 +194,7 @@ def set_request(jobspec: Any, values: dict[str, Any]) -> tuple[Any, dict[str, An
     if "environment" in system:
         system["environment"] = scrub_environment(system["environment"],
                                                   instance.credential_names(conf))
+        check_environment(system["environment"])
     return handle, conf
 
 

@@ -25,6 +25,7 @@ Errors are one line, prefixed ``fluxqr:``; flux-core returns them to the submitt
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from flux.job.frobnicator import FrobnicatorPlugin
@@ -75,12 +76,33 @@ class Frobnicator(FrobnicatorPlugin):
             self._secret_names = instance.credential_names(self.config)
         return self._secret_names
 
-    def frob(self, jobspec: Any, *_info: Any) -> None:
+    def frob(self, jobspec: Any, userid: int = -1, *_info: Any) -> None:
         spec = jobspec.jobspec
         try:
             hybrid.prepare(spec, self.view, self.secret_names() if _is_hybrid(spec) else ())
+            if _is_hybrid(spec):
+                self.check_limits(spec, userid)
         except FluxqrError as exc:
             raise ValueError(f"fluxqr: {exc}") from None
+
+    def check_limits(self, spec: dict[str, Any], userid: int) -> None:
+        """Reject a hybrid job that would exceed the site's QPU limits (``[fluxqr] limits``)
+        at submit, in one line. Without limits this opens nothing."""
+        from fluxqr.core.config import parse_limits
+
+        limits = parse_limits((self.config.get("fluxqr") or {}).get("limits"))
+        if not limits:
+            return
+        from fluxqr.core.accounting import Ledger, check_submit, job_facts
+        from fluxqr.flux.instance import accounting_db
+
+        path = accounting_db(self.handle, self.config)
+        # Nothing recorded yet (no database): an empty ledger, so only the per-job cap bites.
+        ledger = Ledger(path if Path(path).exists() else ":memory:", create=False)
+        try:
+            check_submit(ledger, limits, userid, job_facts(spec)["request_seconds"])
+        finally:
+            ledger.close()
 
 
 class Validator(ValidatorPlugin):

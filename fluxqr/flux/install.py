@@ -125,12 +125,15 @@ def search_paths() -> list[str]:
     pythonpath = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     for p in [sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"],
               *site.getsitepackages(), *pythonpath]:
-        if p not in paths:
+        if p not in paths and os.path.isdir(p):  # a guessed scheme may name no directory
             paths.append(p)
     return paths
 
 
-_ENV_CODE = "import sys; from fluxqr.cli import main; sys.exit(main(sys.argv[1:], prog='flux qr'))"
+# The job shell runs this with the recorded Python but no PYTHONPATH: put fluxqr's (and under
+# Spack its dependencies') directories first, as the flux-qr command does.
+_ENV_CODE = ("import sys; sys.path[:0] = [p for p in {paths!r} if p not in sys.path]; "
+             "from fluxqr.cli import main; sys.exit(main(sys.argv[1:], prog='flux qr'))")
 
 
 def ingest_config(files: dict[str, Path]) -> str:
@@ -152,7 +155,9 @@ def install(prefix: str | os.PathLike) -> dict[str, Path]:
                         FROBNICATOR.format(paths=search_paths())),
         "validator": (prefix / "ingest" / VALIDATOR_SHIM, VALIDATOR.format(paths=search_paths())),
         "shell_plugin": (prefix / "shell" / "lua.d" / "fluxqr.lua",
-                         SHELL_PLUGIN.format(python=sys.executable, code=_ENV_CODE)),
+                         SHELL_PLUGIN.format(
+                             python=sys.executable,
+                             code=_ENV_CODE.format(paths=search_paths()))),
         "shell_initrc": (prefix / "shell" / "initrc.lua",
                          SHELL_INITRC.format(system_dir=_system_shell_dir(),
                                              system_initrc=_system_shell_dir() + "/initrc.lua")),

@@ -88,7 +88,13 @@ class LocalInstance:
         urifile.unlink(missing_ok=True)
         cmd = [self.flux, "start", f"--test-size={self.size}", f"--config-path={conf}"]
         if self.devices:  # sessions on: the shell plugin gives tasks their session environment
-            cmd.append(f"-Sconf.shell_initrc={self.files['shell_initrc']}")
+            # This R describes simulated nodes, not this machine's cores: no CPU binding
+            # (the cpu-affinity plugin would report the missing cores on every job).
+            # beside the installed initrc: the shell reads lua.d/ next to the initrc it runs
+            initrc = self.files["shell_initrc"].with_name("initrc-local.lua")
+            initrc.write_text('shell.options["cpu-affinity"] = "off"\n'
+                              f'source ("{self.files["shell_initrc"]}")\n')
+            cmd.append(f"-Sconf.shell_initrc={initrc}")
         if self.hosts:
             cmd.append(f"--test-hosts={self.hosts}")
         cmd += ["sh", "-c", f'echo "$FLUX_URI" > {urifile}.tmp && mv {urifile}.tmp {urifile}'

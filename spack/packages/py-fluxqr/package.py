@@ -32,7 +32,7 @@ class PyFluxqr(PythonPackage):
     variant("braket", default=False, description="Amazon Braket adapter")
 
     # [build-system] requires
-    depends_on("py-setuptools@68:", type="build")
+    depends_on("py-setuptools@61:", type="build")
     depends_on("py-wheel", type="build")
 
     # [project] requires-python and dependencies
@@ -51,6 +51,7 @@ class PyFluxqr(PythonPackage):
     depends_on("py-mqt-core@4.0:", type=("build", "run"), when="+qdmi")
     depends_on("py-qiskit@1.3:", type=("build", "run"), when="+qdmi")
     depends_on("py-amazon-braket-sdk@1.88:", type=("build", "run"), when="+braket")
+    depends_on("py-qiskit-braket-provider@0.27:", type=("build", "run"), when="+braket")
 
     # Flux itself, with its Python bindings (and what they import: flux-core depends on
     # py-cffi, py-ply, py-pyyaml). Python broker modules need flux-core 0.84; the path-array

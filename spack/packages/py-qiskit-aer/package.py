@@ -28,6 +28,7 @@ class PyQiskitAer(PythonPackage):
     def fetcher(self):
         raise InstallError(
             f"{self.name} is not built by Spack: pip-install {self.pypi.split('/')[0]} into "
-            f"a prefix and declare it an external in packages.yaml (packages: {self.name}: "
+            f"a virtualenv and declare it an external in packages.yaml, depending on that "
+            f"virtualenv as python-venv (docs/admin.rst, \"With Spack\"; packages: {self.name}: "
             f"externals: [{{spec: {self.name}@VERSION, prefix: PREFIX}}], buildable: false)"
         )

@@ -1,0 +1,34 @@
+# Copyright fluxqr developers.
+#
+# SPDX-License-Identifier: Apache-2.0
+
+# ruff: noqa: F403, F405
+
+from spack.package import *
+
+
+class PyQiskitBraketProvider(PythonPackage):
+    """The Qiskit provider for Amazon Braket (qpu.backend("qiskit") on Braket devices).
+
+    A placeholder for a site's own installation of the ``qiskit-braket-provider`` PyPI
+    package, which Spack's builtin repository does not carry: it is
+    never built, only used as an external (see fluxqr's docs/admin.rst, "With Spack")."""
+
+    homepage = "https://github.com/qiskit-community/qiskit-braket-provider"
+    pypi = "qiskit-braket-provider/qiskit_braket_provider-0.27.1.tar.gz"
+
+    # Placeholder versions for concretization: an external declares the real one.
+    version("0.27.1")
+
+    extends("python")
+
+    import_modules = ["qiskit_braket_provider"]
+
+    @property
+    def fetcher(self):
+        raise InstallError(
+            f"{self.name} is not built by Spack: pip-install {self.pypi.split('/')[0]} into "
+            f"a virtualenv and declare it an external in packages.yaml, depending on that "
+            f"virtualenv as python-venv (docs/admin.rst, \"With Spack\"; packages: {self.name}: "
+            f"externals: [{{spec: {self.name}@VERSION, prefix: PREFIX}}], buildable: false)"
+        )
