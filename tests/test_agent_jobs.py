@@ -130,3 +130,19 @@ def test_journal_asks_only_for_the_events_the_agent_acts_on() -> None:
     allowed = set(payload["allow"])
     assert {"submit", "urgency", "alloc", "exception", "finish", "clean"} <= allowed
     assert not allowed & {"memo", "validate", "depend", "priority", "release", "free"}
+
+
+def test_keepalive_between_the_grant_and_the_job_start() -> None:
+    from fluxqr.agent.jobs import keepalive_due
+
+    job = _job("ready")
+    job.tokens["ibm_fez"] = "t"
+    assert not keepalive_due(job, 1000.0, idle_timeout=60)       # not granted yet
+    job.times["granted"] = 1000.0
+    assert not keepalive_due(job, 1029.0, idle_timeout=60)       # within half the timeout
+    assert keepalive_due(job, 1030.0, idle_timeout=60)
+    job.times["keepalive"] = 1030.0
+    assert not keepalive_due(job, 1059.0, idle_timeout=60)
+    assert keepalive_due(job, 1060.0, idle_timeout=60)           # every half timeout
+    job.times["start"] = 1061.0
+    assert not keepalive_due(job, 2000.0, idle_timeout=60)       # the job's tasks take over

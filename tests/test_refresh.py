@@ -230,4 +230,5 @@ def test_module_settings_args_override_config() -> None:
     s = config.settings({"fluxqr": {"devices": "a.yaml", "interval": 30}},
                          ("interval=5", "failure_threshold=4", "timeout=2.5"))
     assert s == {"devices": "a.yaml", "interval": 5.0, "timeout": 2.5, "failure-threshold": 4,
-                 "vendor-job-seconds": 60.0, "idle-timeout": 60.0}
+                 "vendor-job-seconds": 60.0, "idle-timeout": 60.0,
+                 "gateway": ("127.0.0.1", 0)}

@@ -48,6 +48,7 @@ class HybridJob:
     held: bool = False                      # urgency 0 set by fluxqr (CLI, or the agent)
     by_hand: bool = False                   # a user released the held job themselves
     result: str | None = None               # completed, failed, canceled, timeout
+    keepalives: int = 0                     # anchors queued after the grant (see keepalive_due)
     times: dict[str, float] = field(default_factory=dict)  # submit, opened, anchored, ...
 
     @property
@@ -174,6 +175,22 @@ def anchor_due(lead: float | None, vendor_wait: float | None, idle_timeout: floa
     if lead is None or vendor_wait is None:
         return True
     return lead <= vendor_wait + idle_timeout / 2
+
+
+def keepalive_due(job: HybridJob, now: float, idle_timeout: float) -> bool:
+    """Whether a released job's granted session needs one more anchor now.
+
+    Between the grant and the job's start (Fluxion may take a while to find its nodes:
+    a held job has no reservation) the session has no job of ours; after the vendor's
+    idle timeout it would go inactive and the job's first task would queue again. So
+    while the job has not started, one anchor is queued every half idle timeout after the
+    grant (the session stays active, and billed: the QPU waits on us instead of our nodes
+    on the vendor — the trade ``ready`` makes).
+    """
+    if "granted" not in job.times or "start" in job.times or not job.tokens:
+        return False
+    last = job.times.get("keepalive", job.times["granted"])
+    return now - last >= idle_timeout / 2
 
 
 def step_period(idle_timeout: float) -> float:

@@ -55,6 +55,7 @@ from fluxqr.agent.jobs import (
     HybridJob,
     admit,
     anchor_due,
+    keepalive_due,
     release_due,
     step_period,
 )
@@ -519,9 +520,35 @@ class FluxqrModule(BrokerModule):
         for job in list(self.jobs.values()):
             if job.held and job.phase in ("waiting", "opening", "anchored", "granted"):
                 self._advance(job)
+            if job.phase == "released" and keepalive_due(job, time.time(), self._ttl(job)):
+                self._keepalive(job)
             if self.limits and job.phase in ("granted", "released", "running") and \
                     self.ledger is not None:
                 self._check_limit(job)
+
+    def _ttl(self, job: HybridJob) -> float:
+        """The session's idle timeout: the vendor's, else the site's ``idle-timeout``."""
+        return job.idle_timeout or float(self.settings.get("idle-timeout", 60.0))
+
+    def _keepalive(self, job: HybridJob) -> None:
+        """Queue one more anchor in a granted session whose job is still waiting for its
+        nodes, so the session does not go idle (and its next task queue again) first."""
+        devices = [d for d in job.devices if d in job.tokens]
+        job.times["keepalive"] = time.time()
+
+        def queue() -> dict[str, str | None]:
+            return {d: self._side(d).anchor(job.tokens[d]) for d in devices}
+
+        def done(anchors: Any, error: BaseException | None) -> None:
+            if error is not None:
+                self.log.error(f"fluxqr: job {job.jobid}: keepalive failed: {error}")
+                return
+            job.anchors.update({d: a for d, a in (anchors or {}).items() if a})
+            job.keepalives += 1
+            if job.phase in ("ending", "done"):
+                self._close(job, "ended while a keepalive was queued")
+
+        self._work((job.jobid, "keepalive"), queue, done)
 
     def _check_limit(self, job: HybridJob) -> None:
         """Close a running job's sessions when it reaches a site QPU limit."""

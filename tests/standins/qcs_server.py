@@ -238,29 +238,34 @@ class QCSStandIn:
                  "created": created, "cost": 600} for i in range(count)]
 
     def _job_json(self, job: Any) -> dict[str, Any]:
+        scale = float(self._knobs["time_scale"])  # API durations in client seconds (lock held)
         rec: dict[str, Any] = {
             "id": job.id, "backend": self.name, "status": job.state,
             "state": {"status": job.state}, "program": {"id": job.program},
             "created": self._stamp(job.queued), "cost": 600, "user_id": job.user,
-            "estimated_running_time_seconds": job.service}
+            "estimated_running_time_seconds": job.service / scale}
         if job.session_id is not None:
             rec["session_id"] = job.session_id
         if job.done is not None and job.running is not None:
-            rec["usage"] = {"quantum_seconds": job.done - job.running,
-                            "seconds": job.done - job.running}
+            used = (job.done - job.running) / scale
+            rec["usage"] = {"quantum_seconds": used, "seconds": used}
         return rec
 
     def _session_json(self, sess: Any) -> dict[str, Any]:
-        now = self.sim.now
+        # Durations in the API are seconds of the client's clock: model seconds / time
+        # scale (the log keeps model seconds).
+        now, scale = self.sim.now, float(self._knobs["time_scale"])  # caller holds the lock
         active_ttl = sess.max_ttl - (now - sess.activated if sess.activated is not None else 0)
         billed = sess.billed + (now - sess.active_since if sess.active_since is not None else 0)
         return {"id": sess.id, "backend_name": sess.backend, "mode": sess.mode,
                 "state": sess.state, "accepting_jobs": sess.accepting_jobs,
-                "max_ttl": int(sess.max_ttl), "active_ttl": max(0, int(active_ttl)),
-                "interactive_ttl": int(sess.interactive_ttl),
+                # whole seconds, as the API's schema has them (qrmi parses them as i32)
+                "max_ttl": max(1, round(sess.max_ttl / scale)),
+                "active_ttl": max(0, round(active_ttl / scale)),
+                "interactive_ttl": max(1, round(sess.interactive_ttl / scale)),
                 "started_at": self._stamp(sess.opened),
                 "activated_at": self._stamp(sess.activated),
-                "closed_at": self._stamp(sess.closed), "elapsed_time": billed}
+                "closed_at": self._stamp(sess.closed), "elapsed_time": billed / scale}
 
     def handle(self, method: str, path: str, query: dict[str, list[str]], body: bytes,
                authorization: str = "") -> tuple[int, Any]:
