@@ -7,12 +7,12 @@ the way :class:`fluxqr.flux.localinstance.LocalInstance` starts them), N trivial
 * ``plain``: an instance without fluxqr (no ingest plugins, no ``[fluxqr]``, no agent, no
   job-shell plugin; Fluxion with its defaults) running classical jobs;
 * ``plain-fluxion`` (for attribution, no target): a plain instance with the Fluxion settings
-  the admin guide recommends for fluxqr (``rv1`` match format, the ``easy`` backfilling
-  policy) and nothing else of fluxqr: ``classical``/``plain-fluxion`` is what fluxqr's own code
+  the admin guide recommends for fluxqr (the ``rv1`` match format) and nothing else of
+  fluxqr: ``classical``/``plain-fluxion`` is what fluxqr's own code
   costs, ``plain-fluxion``/``plain`` what the recommended scheduler settings cost;
 * ``classical``: an instance set up as the admin guide says (LocalInstance: fluxqr's ingest
   frobnicator and validator, ``[fluxqr]`` with a devices file, Fluxion's ``rv1`` match
-  format and ``easy`` policy, the agent loaded, the job-shell plugin through the initrc)
+  format, the agent loaded, the job-shell plugin through the initrc)
   running the same classical jobs;
 * ``hybrid``: the same fluxqr instance running hybrid jobs on the local Aer simulator
   (``flux submit --qpu-device=aer --qpu-start=now -n1 true``: the request is recorded as the

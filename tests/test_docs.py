@@ -464,7 +464,7 @@ def test_documented_instance_config_is_the_tested_one(instance) -> None:
     doc = tomllib.loads((EXAMPLES / "instance.toml").read_text())
     real = tomllib.loads((instance.workdir / "conf" / "instance.toml").read_text())
     for table in ("sched-fluxion-resource", "sched-fluxion-qmanager"):
-        assert doc[table] == real[table], table
+        assert doc.get(table) == real.get(table), table
 
     def plugins(conf: dict) -> dict:  # the shims' directory is the admin's flux-install prefix
         return {stage: [p.rsplit("/", 1)[-1] for p in t["plugins"]]

@@ -188,9 +188,19 @@ def test_device_down_while_held_waits_then_runs(env) -> None:
                          ).stdout.strip()
         _until(lambda: "down" in (_memo(inst, jobid).get("why") or ""), what="why=down")
         assert _memo(inst, jobid)["state"] == "waiting"
+        # a `now` job for the down device is held too (never at the head of Fluxion's
+        # queue), so a classical job behind it runs, under the default fcfs policy
+        now = inst.run(["flux", "submit", "-N1", "--qpu-device=ibm_fez", "--qpu-start=now",
+                        "true"]).stdout.strip()
+        _until(lambda: "down" in (_memo(inst, now).get("why") or ""), what="now job held")
+        assert inst.job_info(now)["urgency"] == 0
+        classical = inst.run(["flux", "submit", "-N2", "true"]).stdout.strip()
+        assert inst.wait_job(classical)["result"] == "COMPLETED"
     finally:
         server.set(offline=False)
     assert inst.wait_job(jobid)["result"] == "COMPLETED"
+    assert inst.wait_job(now)["result"] == "COMPLETED"
+    assert inst.job_info(now)["urgency"] == 16  # the user's urgency, restored
 
 
 def _down(inst: FluxInstance) -> bool:

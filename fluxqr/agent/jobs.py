@@ -49,6 +49,8 @@ class HybridJob:
     by_hand: bool = False                   # a user released the held job themselves
     result: str | None = None               # completed, failed, canceled, timeout
     keepalives: int = 0                     # anchors queued after the grant (see keepalive_due)
+    down_hold: bool = False                 # a `now` job held while its devices are down
+    candidates: list[str] = field(default_factory=list)  # devices Fluxion may pick from
     times: dict[str, float] = field(default_factory=dict)  # submit, opened, anchored, ...
 
     @property

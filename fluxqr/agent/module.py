@@ -413,6 +413,35 @@ class FluxqrModule(BrokerModule):
             job.urgency = int(ctx.get("urgency", 16))
             if self._replayed:
                 self._hold_unheld(job)
+        elif job.start == "now":
+            job.candidates = list(job.devices or resolution.get("candidates") or [])
+            if self._replayed and job.candidates:
+                self._hold_if_down(job, int(ctx.get("urgency", 16)))
+
+    def _down(self, devices: list[str], every: bool = False) -> str | None:
+        """Why ``devices`` cannot be used: the first one the refresh loop has down (with
+        ``every``: only when all of them are down), or None."""
+        why = None
+        for name in devices:
+            state = self.refresher.states.get(name) if self.refresher else None
+            if state is not None and not state.up:
+                reason = state.properties.get("down_reason", "")
+                why = why or f"device {name} is down" + (f" ({reason})" if reason else "")
+                if not every:
+                    return why
+            elif every:
+                return None
+        return why
+
+    def _hold_if_down(self, job: HybridJob, urgency: int) -> None:
+        """Hold a `now` job whose device is down, so it never sits at the head of Fluxion's
+        queue (blocking every job behind it under fcfs); released when the device is up."""
+        why = self._down(job.candidates, every=True)
+        if not why or urgency == 0:
+            return
+        job.urgency, job.held, job.down_hold, job.why = urgency, True, True, why
+        self._set_urgency(job, 0)
+        self._save(job)
 
     def _account_submit(self, job: HybridJob, spec: dict[str, Any]) -> None:
         from fluxqr.core.accounting import job_facts
@@ -446,7 +475,7 @@ class FluxqrModule(BrokerModule):
         if job.times.get("agent-release"):
             return
         # Someone released the held job by hand: it runs with `now` semantics.
-        job.by_hand, job.start, job.held = True, "now", False
+        job.by_hand, job.start, job.held, job.down_hold = True, "now", False, False
         job.why = "released by hand: the session opens when the job starts"
         self.log.info(f"fluxqr: job {job.jobid}: released by hand; starting as 'now'")
 
@@ -472,6 +501,9 @@ class FluxqrModule(BrokerModule):
                     job.tokens, job.anchors, job.queue = old.tokens, old.anchors, old.queue
                     job.times = {**old.times, **job.times}
                     job.by_hand = job.by_hand or old.by_hand
+                    if old.down_hold and job.phase == "waiting":
+                        job.held, job.down_hold = True, True
+                        job.urgency = job.urgency if job.urgency is not None else old.urgency
                     if job.phase == "waiting" and old.phase in ("opening", "anchored",
                                                                  "granted", "released"):
                         job.phase = "anchored" if job.anchors else "opening"
@@ -518,8 +550,13 @@ class FluxqrModule(BrokerModule):
         if not self._replayed:
             return
         for job in list(self.jobs.values()):
-            if job.held and job.phase in ("waiting", "opening", "anchored", "granted"):
+            if job.held and job.held_start and \
+                    job.phase in ("waiting", "opening", "anchored", "granted"):
                 self._advance(job)
+            if job.down_hold and job.phase == "waiting" and \
+                    not self._down(job.candidates, every=True):
+                job.down_hold = False
+                self._release(job)
             if job.phase == "released" and keepalive_due(job, time.time(), self._ttl(job)):
                 self._keepalive(job)
             if self.limits and job.phase in ("granted", "released", "running") and \

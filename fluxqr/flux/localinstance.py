@@ -27,9 +27,6 @@ noverify = true
 
 [sched-fluxion-resource]
 match-format = "rv1"
-
-[sched-fluxion-qmanager]
-queue-policy = "easy"
 """
 
 
