@@ -80,7 +80,9 @@ def _run_in_flux(work: Path, devices_file: str, job: str) -> int:
             print("task stderr:\n  " + "\n  ".join(out.stderr.strip().splitlines()[-5:]))
         memo = json.loads(inst.run(["flux", "jobs", "--json", jobid]).stdout).get(
             "annotations", {}).get("user", {})
-        print("session record on the job: " + json.dumps(memo.get("qpu_sessions", memo)))
+        sessions = memo.get("qpu_sessions")
+        print("vendor session record on the job: " + (json.dumps(sessions) if sessions else
+              "none (a local simulator needs no vendor session)"))
         return 0 if info["result"] == "COMPLETED" else 1
 
 

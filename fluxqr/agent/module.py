@@ -955,7 +955,19 @@ class FluxqrModule(BrokerModule):
         except OSError as exc:
             self.log.error(f"fluxqr: job {job.jobid}: cannot save its session record: {exc}")
 
+    def _quiet(self, job: HybridJob) -> bool:
+        """A job with nothing to show: not held, no vendor session, nothing wrong (a local
+        simulator started `now`). Its memos would only cost eventlog writes."""
+        if job.held or job.refs or job.tokens or job.why or self.inventory is None:
+            return False
+        names = job.devices or job.candidates
+        return bool(names) and all(
+            name in {d.name for d in self.inventory} and not self._side(name).queued
+            for name in names)
+
     def _update_memo(self, job: HybridJob, final: bool = False) -> None:
+        if self._quiet(job):
+            return
         memo: dict[str, Any] = {MEMO_KEY: job.memo()}
         if job.devices:
             memo[SESSIONS_MEMO_KEY] = job.sessions_memo()
