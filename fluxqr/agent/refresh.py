@@ -81,6 +81,7 @@ class FluxionTarget:
 
     def __init__(self, handle: Any):
         self.handle = handle
+        self.changed = False
 
     def qpus(self) -> dict[str, tuple[str, bool, dict[str, str]]]:
         from fluxqr.flux import instance
@@ -92,19 +93,29 @@ class FluxionTarget:
         from fluxqr.flux import instance
 
         instance.set_property(self.handle, paths, key, value)
+        self.changed = True
 
     def remove_property(self, paths: list[str], key: str) -> None:
         from fluxqr.flux import instance
 
         instance.remove_property(self.handle, paths, key)
+        self.changed = True
 
     def set_status(self, path: str, up: bool) -> None:
         from fluxqr.flux import instance
 
         instance.set_status(self.handle, path, up)
+        if not up:  # readers must not resolve jobs onto it a moment longer than needed
+            instance.touch_view(self.handle)
+        self.changed = True
 
     def flush(self) -> None:
-        pass
+        """End of a cycle: if anything changed, readers' cached views are stale."""
+        from fluxqr.flux import instance
+
+        if self.changed:
+            instance.touch_view(self.handle)
+            self.changed = False
 
 
 class GraphFileTarget:

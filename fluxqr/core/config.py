@@ -16,6 +16,8 @@ prolog/epilog all read, so they agree on names, defaults and errors::
     accounting-db = "/var/lib/flux/fluxqr/accounting.db"  # QPU usage ledger (default: below)
     limits = { job-qpu-seconds = 600, user-qpu-seconds = 36000, period = "7d" }
     gateway = "127.0.0.1:0"                     # credential gateway: IP:PORT, or "off"
+    view-ttl = 1                                # seconds job ingest reuses its QPU view
+                                                # (0: ask Fluxion for every hybrid job)
 
 ``accounting-db`` defaults to ``<statedir>/fluxqr/accounting.db`` (the broker's
 persistent state directory), or ``<rundir>/fluxqr/accounting.db`` when the
@@ -41,7 +43,7 @@ from fluxqr.errors import FluxqrError
 DEFAULTS = {"interval": 60.0, "timeout": None, "failure-threshold": 3,
             "vendor-job-seconds": 60.0, "idle-timeout": 60.0, "gateway": ("127.0.0.1", 0)}
 KNOWN = ("devices", "interval", "timeout", "failure-threshold", "session-dir",
-         "vendor-job-seconds", "idle-timeout", "accounting-db", "limits", "gateway")
+         "vendor-job-seconds", "idle-timeout", "accounting-db", "limits", "gateway", "view-ttl")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
@@ -123,6 +125,23 @@ def parse_gateway(value: Any) -> tuple[str, int] | None:
     return host, number
 
 
+VIEW_TTL = 1.0
+
+
+def view_ttl(value: Any) -> float:
+    """``[fluxqr] view-ttl``: seconds (>= 0, at most an hour); None: the default."""
+    if value is None:
+        return VIEW_TTL
+    try:
+        ttl = float(value)
+    except (TypeError, ValueError):
+        ttl = math.nan
+    if isinstance(value, bool) or not math.isfinite(ttl) or not 0 <= ttl <= 3600:
+        raise FluxqrError(f"[fluxqr] view-ttl: must be seconds between 0 and 3600 "
+                          f"(got {value!r})", fix="e.g. view-ttl = 1, or 0 to turn it off")
+    return ttl
+
+
 def settings(config: dict[str, Any], args: tuple[str, ...]) -> dict[str, Any]:
     """Merge ``[fluxqr]`` config with ``key=value`` module arguments, validated."""
     table = dict(config.get("fluxqr") or {})
@@ -146,6 +165,7 @@ def settings(config: dict[str, Any], args: tuple[str, ...]) -> dict[str, Any]:
         out["accounting-db"] = str(table["accounting-db"])
     if "gateway" in table:
         out["gateway"] = parse_gateway(table["gateway"])
+    out["view-ttl"] = view_ttl(table.get("view-ttl"))
     if "limits" in table:  # absent = no limits; callers use settings.get("limits", Limits())
         out["limits"] = parse_limits(table["limits"])
     try:

@@ -25,6 +25,7 @@ Errors are one line, prefixed ``fluxqr:``; flux-core returns them to the submitt
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -50,10 +51,13 @@ class Frobnicator(FrobnicatorPlugin):
         self.config: dict[str, Any] = {}
         self._handle: Any = None
         self._secret_names: set[str] | None = None
+        #: cores? -> (view stamp, monotonic time, ResourceView)
+        self._views: dict[bool, tuple[Any, float, Any]] = {}
 
     def configure(self, args: Any, config: dict[str, Any]) -> None:
         self.config = config or {}
         self._secret_names = None  # re-read on the next hybrid job (flux config reload)
+        self._views = {}
 
     @property
     def handle(self) -> Any:
@@ -64,10 +68,36 @@ class Frobnicator(FrobnicatorPlugin):
         return self._handle
 
     def view(self, cores: bool) -> Any:
-        """The running Fluxion's QPUs (hook: tests and other resource sources override it)."""
+        """The running Fluxion's QPUs (hook: tests and other resource sources override it).
+
+        Reused for up to ``[fluxqr] view-ttl`` seconds (default 1; 0: ask Fluxion for every
+        job) while the instance's view stamp is unchanged: fluxqr's refresh loop replaces
+        the stamp whenever it changes a QPU, so its changes count from the next job on;
+        only changes made behind its back (an admin's ``flux ion-resource``) wait for the
+        TTL. Three Fluxion ``find`` RPCs per hybrid job were a tenth of its cost.
+        """
         from fluxqr.flux import instance
 
-        return instance.resource_view(self.handle, cores=cores)
+        ttl = self.view_ttl()
+        if ttl <= 0:
+            return instance.resource_view(self.handle, cores=cores)
+        stamp = instance.view_stamp(instance.view_stamp_path(self.handle))
+        now = time.monotonic()
+        cached = self._views.get(cores)
+        if cached is not None and cached[0] == stamp and now - cached[1] < ttl:
+            return cached[2]  # the resolver only reads it
+        # The stamp is read before the view: a change made meanwhile shows on the next job.
+        view = instance.resource_view(self.handle, cores=cores)
+        self._views[cores] = (stamp, now, view)
+        return view
+
+    def view_ttl(self) -> float:
+        from fluxqr.core.config import view_ttl
+
+        try:
+            return view_ttl((self.config.get("fluxqr") or {}).get("view-ttl"))
+        except FluxqrError:
+            return 0.0  # the agent reports the bad setting; here: no caching
 
     def secret_names(self) -> set[str]:
         if self._secret_names is None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 from collections.abc import Iterable
 from typing import Any
 
@@ -89,6 +90,49 @@ def resource_view(handle: Any, cores: bool = False) -> Any:
                   for e in (r.get("execution") or {}).get("R_lite", [])]
         per_node = max(counts) if counts else None
     return ResourceView(qpus, per_node, "running Fluxion")
+
+
+#: The view stamp: a file in the instance's rundir that every fluxqr writer of QPU status
+#: or properties replaces after a change, so readers that cache the view (the ingest
+#: frobnicator) see the change on their next job without asking Fluxion for every job.
+VIEW_STAMP = "fluxqr-view.stamp"
+_RUNDIRS: dict[int, str | None] = {}
+
+
+def view_stamp_path(handle: Any) -> str | None:
+    """``<rundir>/fluxqr-view.stamp`` of the instance (None when it has no rundir)."""
+    key = id(handle)
+    if key not in _RUNDIRS:
+        rundir = _attr(handle, "rundir")
+        _RUNDIRS[key] = os.path.join(rundir, VIEW_STAMP) if rundir else None
+    return _RUNDIRS[key]
+
+
+def view_stamp(path: str | None) -> tuple[int, int] | None:
+    """The stamp's identity (inode, mtime); None when there is none. Changes on every
+    :func:`touch_view` (a new file each time: two changes within one clock tick differ)."""
+    if not path:
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns
+
+
+def touch_view(handle: Any) -> None:
+    """Say that the QPUs' status or properties just changed (best effort: a reader that
+    misses it still re-reads when its cache ages out)."""
+    path = view_stamp_path(handle)
+    if not path:
+        return
+    tmp = f"{path}.{os.getpid()}"
+    try:
+        with open(tmp, "w") as fp:
+            fp.write("")
+        os.replace(tmp, path)
+    except OSError:
+        pass
 
 
 def set_property(handle: Any, paths: Iterable[str], key: str, value: str) -> None:
