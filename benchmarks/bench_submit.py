@@ -53,7 +53,7 @@ t5 = t()
 print(json.dumps({"import fluxqr.flux.instance, fluxqr.core.jobspec": t1 - t0,
                   "connect (imports flux)": t2 - t1,
                   "config.get (check_validator)": t3 - t2,
-                  "request_record (schema check)": t4 - t3,
+                  "request_record (checks)": t4 - t3,
                   "might_hold (inventory read)": t5 - t4}))
 """
 

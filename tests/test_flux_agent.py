@@ -369,6 +369,7 @@ def test_usage_recorded_for_every_ending_and_matching_the_vendor_billing(env) ->
     for kind, jobid in jobs.items():
         row = by_id[int(JobID(jobid))]
         assert row["exit"] == kind and row["device"] == "ibm_fez", row
+        assert row["tasks"] == 0, row  # the job ran no task; the agent's anchor is not one
         ref = ((inst.job_info(jobid).get("annotations") or {}).get("user") or {}) \
             .get("qpu_sessions", {}).get("ibm_fez", {}).get("session")
         session = next(s for s in billed if "sha256:" + hashlib.sha256(s.encode())
@@ -381,6 +382,66 @@ def test_usage_recorded_for_every_ending_and_matching_the_vendor_billing(env) ->
     parsed = list(csv.DictReader(io.StringIO(_usage(inst, "--format", "csv"))))
     total = json.loads(_usage(inst, "--format", "json"))["totals"]
     assert [r["device"] for r in parsed] == [t["device"] for t in total]
+
+
+#: A task that submits N sampler jobs into its session with the real qrmi client (through
+#: the credential gateway), waits for them, and prints their ids (not secrets).
+TASKS = r"""
+import json, sys, time
+import qrmi
+qasm = ('OPENQASM 3.0; include "stdgates.inc"; bit[1] c; qubit[1] q; '
+        'c[0] = measure q[0];')
+ids = []
+for r in qrmi.QRMIService().resources():
+    for _ in range(int(sys.argv[1])):
+        ids.append(r.task_start(qrmi.Payload.QiskitPrimitive(input=json.dumps(
+            {"pubs": [[qasm]], "shots": 1, "version": 2}), program_id="sampler")))
+    deadline = time.monotonic() + 60  # a hang guard
+    while time.monotonic() < deadline and any(
+            str(r.task_status(t)).rsplit(".", 1)[-1] in ("Queued", "Running") for t in ids):
+        time.sleep(0.2)
+print(json.dumps(ids))
+"""
+
+
+def test_usage_counts_the_tasks_the_job_submitted_not_the_agents_anchors(env) -> None:
+    """A held job (anchored by the agent) submits N tasks in its session: the ledger and
+    ``flux qr usage`` say N, the user's own jobs in the stand-in's log of that session."""
+    import hashlib
+
+    from flux.job import JobID
+
+    inst, server, work = env
+    server.reset()
+    (work / "tasks.py").write_text(TASKS)
+    n = 3
+    jobid = inst.run(["flux", "submit", "-N1", "--qpu-device=ibm_fez", sys.executable,
+                      str(work / "tasks.py"), str(n)]).stdout.strip()
+    assert inst.wait_job(jobid, timeout=180)["result"] == "COMPLETED"
+    submitted = json.loads(inst.run(["flux", "job", "attach", jobid]).stdout.splitlines()[-1])
+    assert len(set(submitted)) == n
+    _balanced(server)
+    ref = ((inst.job_info(jobid).get("annotations") or {}).get("user") or {}) \
+        .get("qpu_sessions", {}).get("ibm_fez", {}).get("session")
+    session = next(e["session_id"] for e in _ops(server, "acquire")
+                   if "sha256:" + hashlib.sha256(e["session_id"].encode()).hexdigest()[:16]
+                   == ref)
+    in_session = {j["id"] for j in server.log()["jobs"] if j["session_id"] == session}
+    anchors = in_session - set(submitted)
+    assert set(submitted) <= in_session and anchors, "the user's tasks and the agent's anchor"
+
+    def row() -> dict:
+        data = json.loads(_usage(inst, "--jobs", "--format", "json"))
+        return next((r for r in data["jobs"] if r["jobid"] == int(JobID(jobid))), {})
+
+    _until(lambda: row().get("exit"), what="the job's usage row")
+    assert row()["tasks"] == n == len(in_session) - len(anchors), (row(), in_session)
+    assert row()["device"] == "ibm_fez" and row()["source"] == "vendor"
+    # the table's per-job view shows the same count
+    table = _usage(inst, "--jobs").splitlines()
+    line = next(ln for ln in table if JobID(jobid).f58 in ln)
+    assert table[0].split()[-2:] == ["tasks", "exit"], table
+    assert line.split()[-2:] == [str(n), "completed"], table
 
 
 def test_qpu_limits_at_submit_and_while_running(tmp_path: Path) -> None:

@@ -250,3 +250,63 @@ def test_cli_outside_flux_without_graph_explains(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "FLUX_URI"}
     r = run_cli("jobspec", str(JOBSPECS / "examples" / "bell.yaml"), env=env)
     assert_user_error(r, "not inside a Flux instance", "--graph")
+
+
+# -- the fast request check (the `flux submit --qpu…` path) must never pass what the schema
+# rejects; it may be stricter (then the schema decides and words the error) ----------------
+
+_TRICKY = [None, True, False, 0, 1, 2, 64, 65, -1, 10**12, 0.0, 0.5, 1.0, 2.0, 1e-9,
+           float("nan"), float("inf"), -0.0, 1e9, 1e9 + 1, 2592000, 2592001, "", "ibm",
+           "ibm_fez", "ib m", "ibm\n", "1x", "d" * 64, "d" * 65, "30m", "0", "1.5h", "soon",
+           "30m\n", "3" * 33, "any", "first", "random", "qiskit", "ready", "later",
+           "dedicated", "batch", "none", [], ["ibm_fez"], ["ibm_fez", "ibm_fez"],
+           ["ibm_fez", "ibm_torino"], ["a b"], [1], ["x"] * 65, {}, {"mode": "batch"},
+           {"mode": "weird"}, {"max_time": "10m"}, {"max_time": 0}, {"max_time": "10m\n"},
+           {"mode": "dedicated", "max_time": 600}, {"extra": 1}]
+_KEYS = [*jobspec._REQUEST_KEYS, "bogus", "session_mode"]
+
+
+def _schema_valid(data: object) -> bool:
+    validator = jsonschema.Draft202012Validator(jobspec._request_schema())
+    return not list(validator.iter_errors(data))
+
+
+def test_fast_request_check_never_passes_what_the_schema_rejects() -> None:
+    import random
+
+    rng = random.Random(1405)
+    cases: list[object] = [[], "qpus", 1, None]
+    for key in _KEYS:  # every value under every key
+        cases += [{key: value} for value in _TRICKY]
+    for _ in range(3000):  # and mixtures
+        keys = rng.sample(_KEYS, rng.randint(1, 5))
+        cases.append({k: rng.choice(_TRICKY) for k in keys})
+    passed = 0
+    for data in cases:
+        if jobspec.request_ok(data):
+            passed += 1
+            assert _schema_valid(data), data
+    assert passed > 100  # the fast check does pass valid requests (it is not always False)
+
+
+@pytest.mark.parametrize("values", [
+    {"qpus": 1, "qubits": 2}, {"devices": ["ibm_fez", "ibm_torino"]},
+    {"qpus": 1, "vendor": "ibm", "technology": "superconducting", "max_error_2q": 0.01,
+     "min_t1_us": 50.0, "max_queue": 10, "online": True, "policy": "best_fidelity",
+     "sdk": "qiskit", "exclusive": True, "start": "predicted", "session_mode": "batch",
+     "session_max_time": "30m"},
+    {"device": "ibm_fez", "session": {"mode": "dedicated", "max_time": 600}}])
+def test_valid_requests_take_the_fast_path_without_jsonschema(values: dict,
+                                                              monkeypatch) -> None:
+    """What `flux submit --qpu…` records is checked without importing jsonschema."""
+    import subprocess
+    import sys
+
+    code = ("import json, sys\nfrom fluxqr.core.jobspec import request_record\n"
+            f"print(json.dumps([request_record({values!r}), 'jsonschema' in sys.modules]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, check=True)
+    record, imported = json.loads(out.stdout)
+    assert not imported, "the valid request loaded jsonschema"
+    monkeypatch.setattr(jobspec, "request_ok", lambda data: False)  # the schema path
+    assert record == jobspec.request_record(values)  # the same record either way

@@ -108,6 +108,35 @@ def test_acquire_and_release_open_and_close_a_session(qcs):
     assert log[0]["backend"] == "ibm_fez"
 
 
+def test_session_jobs_lists_every_task_of_the_session_page_by_page(qcs):
+    """The agent's task count: ``GET /jobs?session_id=`` read past the API's 200-job page,
+    only the session's jobs (not another session's, not other users'), and a broken
+    endpoint gives None through the VendorSide hook (never an exception)."""
+    from fluxqr.agent.vendor import side_for
+    from fluxqr.devices.qrmi_adapter import ibm_session_jobs
+
+    device = qrmi_device(qcs)
+    adapter = adapter_for(device)
+    mine, other = adapter.acquire(), adapter_for(device).acquire()
+    with qcs._lock:  # straight into the simulation: 250 tasks through qrmi would be slow
+        ids = [qcs.sim.submit(session_id=mine, service=1.0).id for _ in range(250)]
+        qcs.sim.submit(session_id=other, service=1.0)
+        qcs.sim.submit(service=1.0)  # another user's job, in no session
+    listed = ibm_session_jobs(adapter, mine)
+    assert sorted(listed) == sorted(ids)
+    pages = [r["query"] for r in qcs.log()["requests"]
+             if r["path"] == "/jobs" and "session_id=" in r["query"]]
+    assert len(pages) == 2 and "offset=200" in pages[1], pages  # two pages: 200 + 50
+    side = side_for(device)
+    assert sorted(side.session_jobs(mine)) == sorted(ids)
+    assert side.session_jobs(other) is not None and len(side.session_jobs(other)) == 1
+    qcs.set(garbage=True)
+    assert side.session_jobs(mine) is None
+    qcs.set(garbage=False)
+    for token in (mine, other):
+        adapter.release(token)
+
+
 def test_backend_is_a_qiskit_backend_from_the_live_target(qcs):
     from qiskit.providers import BackendV2
 

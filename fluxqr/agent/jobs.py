@@ -41,6 +41,8 @@ class HybridJob:
     tokens: dict[str, str] = field(default_factory=dict)
     refs: dict[str, str] = field(default_factory=dict)      # device -> public session ref
     anchors: dict[str, str] = field(default_factory=dict)
+    #: every anchor and keepalive task the agent queued, per device: not the user's tasks
+    own_tasks: dict[str, list[str]] = field(default_factory=dict)
     queue: dict[str, int | None] = field(default_factory=dict)   # vendor queue at anchoring
     eta: float | None = None                # predicted seconds until the vendor grants
     lead: float | None = None               # Fluxion's predicted seconds until the job starts

@@ -499,6 +499,7 @@ class FluxqrModule(BrokerModule):
                 if saved:
                     old = HybridJob.from_dict(saved)
                     job.tokens, job.anchors, job.queue = old.tokens, old.anchors, old.queue
+                    job.own_tasks = old.own_tasks
                     job.times = {**old.times, **job.times}
                     job.by_hand = job.by_hand or old.by_hand
                     if old.down_hold and job.phase == "waiting":
@@ -581,9 +582,12 @@ class FluxqrModule(BrokerModule):
                 self.log.error(f"fluxqr: job {job.jobid}: keepalive failed: {error}")
                 return
             job.anchors.update({d: a for d, a in (anchors or {}).items() if a})
+            self._note_own_tasks(job, anchors)
             job.keepalives += 1
             if job.phase in ("ending", "done"):
                 self._close(job, "ended while a keepalive was queued")
+            else:
+                self._save(job)  # the next agent must know this anchor is not the user's
 
         self._work((job.jobid, "keepalive"), queue, done)
 
@@ -739,6 +743,7 @@ class FluxqrModule(BrokerModule):
         def done(anchors: Any, error: BaseException | None) -> None:
             if error is None:
                 job.anchors.update({d: a for d, a in (anchors or {}).items() if a})
+                self._note_own_tasks(job, anchors)
             if job.phase in ("ending", "done"):
                 self._close(job, "canceled while the anchor was queued")
                 return
@@ -855,8 +860,18 @@ class FluxqrModule(BrokerModule):
         if not opening:  # else the open/anchor callback closes what it got
             self._close(job, why)
 
+    @staticmethod
+    def _note_own_tasks(job: HybridJob, tasks: Any) -> None:
+        """Remember the anchor/keepalive task ids just queued, so that the vendor's list of
+        a session's tasks is not charged to the user for them."""
+        for d, task in (tasks or {}).items():
+            if task and task not in job.own_tasks.setdefault(d, []):
+                job.own_tasks[d].append(task)
+
     def _close(self, job: HybridJob, why: str) -> None:
         anchors, tokens = dict(job.anchors), dict(job.tokens)
+        own = {d: {*job.own_tasks.get(d, ()), *([anchors[d]] if d in anchors else [])}
+               for d in tokens}
 
         def closer() -> list[str]:
             errors = []
@@ -872,15 +887,22 @@ class FluxqrModule(BrokerModule):
                 except Exception as exc:  # noqa: BLE001
                     errors.append(f"release of {d}: {exc}")
                 info = self._side(d).session(token)  # the vendor's billing, after the close
-                if info and isinstance(info.get("elapsed_time"), int | float):
-                    usage[d] = float(info["elapsed_time"])
+                seconds = info.get("elapsed_time") if info else None
+                try:
+                    listed = self._side(d).session_jobs(token)  # None: the vendor lists none
+                except Exception:  # noqa: BLE001 - a task count never fails a close
+                    listed = None  # (no logging here: this runs in a worker thread)
+                tasks = None if listed is None else len(set(listed) - own[d])
+                if isinstance(seconds, int | float) or tasks is not None:
+                    usage[d] = (float(seconds) if isinstance(seconds, int | float) else None,
+                                tasks)
             return errors, usage
 
         def done(result: Any, error: BaseException | None) -> None:
             errors, usage = result if result else ([], {})
             errors = list(errors) + ([str(error)] if error else [])
-            for d, seconds in usage.items():
-                self._account("record_usage", job.jobid, d, qpu_seconds=seconds)
+            for d, (seconds, tasks) in usage.items():
+                self._account("record_usage", job.jobid, d, qpu_seconds=seconds, tasks=tasks)
             for d in tokens:
                 self._account("session_event", job.jobid, d, "closed")
             if errors:

@@ -11,7 +11,9 @@ worker thread (never in the broker's reactor):
 * :meth:`~VendorSide.poll` — where the anchor is: queued (with the device's queue length)
   or running/done, which means the vendor has granted the device;
 * :meth:`~VendorSide.cancel` and :meth:`~VendorSide.close` — stop the anchor, close the
-  session (QRMI ``release()`` cancels a session with queued or running jobs, else closes).
+  session (QRMI ``release()`` cancels a session with queued or running jobs, else closes);
+* :meth:`~VendorSide.session` and :meth:`~VendorSide.session_jobs` — what the vendor
+  recorded for the session (billed seconds; the tasks submitted in it), for accounting.
 
 Local devices (simulators, QDMI, Braket's local simulator) have no vendor queue:
 :class:`LocalSide` grants at once.
@@ -76,6 +78,12 @@ class VendorSide:
     def session(self, token: str) -> dict[str, Any] | None:
         """The vendor's record of the session (``interactive_ttl``, ``elapsed_time`` = billed
         seconds, ``state``), where the vendor offers one; None otherwise."""
+        return None
+
+    def session_jobs(self, token: str) -> list[str] | None:
+        """The ids of every task submitted to the vendor in the session (the agent's own
+        anchors included: it subtracts those), where the vendor lists them; None when it
+        does not, or the list could not be read (then no task count is recorded)."""
         return None
 
 
@@ -186,6 +194,18 @@ class QrmiSide(VendorSide):
             return ibm_session_info(adapter, token, timeout=min(10.0, self.device.timeout))
         except FluxqrError:
             return None  # informative only: usage falls back to wall time
+
+    def session_jobs(self, token: str) -> list[str] | None:
+        from fluxqr.devices.qrmi_adapter import ibm_session_jobs
+
+        with self._lock:
+            adapter = self._resource()
+            if not adapter._is_ibm():
+                return None  # other QRMI types (Pasqal, IQM, ...): no session job list
+        try:
+            return ibm_session_jobs(adapter, token, timeout=min(10.0, self.device.timeout))
+        except FluxqrError:
+            return None  # informative only: the row keeps no task count
 
 
 def side_for(device: Device) -> VendorSide:

@@ -19,6 +19,7 @@ read here. Non-IBM resources (Pasqal, IQM, …) report status and queue only.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from fluxqr.devices.base import SDK_LOCK, Adapter, iso_utc, require, scrub, target_summary
@@ -228,14 +229,12 @@ class QrmiAdapter(Adapter):
             raise self._fail("release()", err) from None
 
 
-def ibm_session_info(adapter: QrmiAdapter, session_id: str, timeout: float = 10.0
-                     ) -> dict[str, Any]:
-    """IBM Quantum Compute Service's record of a session (``GET /sessions/{id}``): its
-    ``state``, ``interactive_ttl``, ``activated_at`` and ``elapsed_time`` (the billed
-    seconds). qrmi 0.26 does not expose it, so this asks the REST API the resource is
-    configured with (endpoint, IAM endpoint and API key, service CRN), with a timeout.
-    Raises :class:`FluxqrError` (secrets scrubbed) on any failure.
-    """
+def _ibm_api(adapter: QrmiAdapter, timeout: float) -> Callable[[str], Any]:
+    """A reader of IBM Quantum Compute Service's REST API as the resource is configured
+    (endpoint, IAM endpoint and API key, service CRN): ``get(path_and_query)`` -> JSON.
+    qrmi 0.26 exposes neither the session record nor the job list, hence this. The IAM
+    token is fetched here, once; every call has ``timeout``. Raises on any failure (the
+    callers scrub the text)."""
     import urllib.parse
     import urllib.request
 
@@ -246,20 +245,74 @@ def ibm_session_info(adapter: QrmiAdapter, session_id: str, timeout: float = 10.
     if not endpoint or not iam:
         raise FluxqrError(f"device '{adapter.device.name}': no QRMI_IBM_QCS_ENDPOINT / "
                           "IAM endpoint configured")
+    form = urllib.parse.urlencode({"grant_type": "urn:ibm:params:oauth:grant-type:apikey",
+                                   "apikey": apikey}).encode()
+    req = urllib.request.Request(f"{iam}/identity/token", data=form, method="POST")
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        token = json.loads(resp.read())["access_token"]
+    headers = {"Authorization": f"Bearer {token}",
+               "Service-CRN": config.get("QRMI_IBM_QCS_SERVICE_CRN", "")}
+
+    def get(path: str) -> Any:
+        with urllib.request.urlopen(urllib.request.Request(f"{endpoint}{path}",
+                                                           headers=headers),
+                                    timeout=timeout) as resp:
+            return json.loads(resp.read())
+
+    return get
+
+
+def ibm_session_info(adapter: QrmiAdapter, session_id: str, timeout: float = 10.0
+                     ) -> dict[str, Any]:
+    """IBM Quantum Compute Service's record of a session (``GET /sessions/{id}``): its
+    ``state``, ``interactive_ttl``, ``activated_at`` and ``elapsed_time`` (the billed
+    seconds). Raises :class:`FluxqrError` (secrets scrubbed) on any failure.
+    """
+    import urllib.parse
+
     try:
-        form = urllib.parse.urlencode({"grant_type": "urn:ibm:params:oauth:grant-type:apikey",
-                                       "apikey": apikey}).encode()
-        req = urllib.request.Request(f"{iam}/identity/token", data=form, method="POST")
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            token = json.loads(resp.read())["access_token"]
-        req = urllib.request.Request(
-            f"{endpoint}/sessions/{urllib.parse.quote(session_id)}",
-            headers={"Authorization": f"Bearer {token}",
-                     "Service-CRN": config.get("QRMI_IBM_QCS_SERVICE_CRN", "")})
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            data = json.loads(resp.read())
+        data = _ibm_api(adapter, timeout)(f"/sessions/{urllib.parse.quote(session_id)}")
+    except FluxqrError:
+        raise
     except Exception as err:  # noqa: BLE001 - every failure becomes one scrubbed line
         raise adapter._fail("GET /sessions/{id}", err) from None
     if not isinstance(data, dict):
         raise FluxqrError(f"device '{adapter.device.name}': malformed session record")
     return data
+
+
+#: jobs per page of ``GET /jobs`` (the API's default and largest page)
+JOBS_PAGE = 200
+
+
+def ibm_session_jobs(adapter: QrmiAdapter, session_id: str, timeout: float = 10.0,
+                     most: int = 100_000) -> list[str]:
+    """The ids of every job submitted in a session, whatever its state (``GET
+    /jobs?session_id=…``, page by page, as the REST API lists them; qrmi 0.26 only calls
+    it with ``pending=true`` inside ``release()``). ``most`` bounds the pages read (a
+    hostile or broken endpoint must not keep the agent paging). Raises
+    :class:`FluxqrError` (secrets scrubbed) on any failure or malformed reply.
+    """
+    import urllib.parse
+
+    ids: list[str] = []
+    try:
+        get = _ibm_api(adapter, timeout)
+        while len(ids) < most:
+            query = urllib.parse.urlencode({"session_id": session_id, "limit": JOBS_PAGE,
+                                            "offset": len(ids), "exclude_params": "true"})
+            page = get(f"/jobs?{query}")
+            jobs = page.get("jobs") if isinstance(page, dict) else None
+            if not isinstance(jobs, list) or not all(
+                    isinstance(j, dict) and isinstance(j.get("id"), str) for j in jobs):
+                raise FluxqrError(f"device '{adapter.device.name}': malformed job list")
+            ids.extend(j["id"] for j in jobs)
+            count = page.get("count")
+            if not jobs or len(jobs) < JOBS_PAGE or (isinstance(count, int)
+                                                     and len(ids) >= count):
+                break
+    except FluxqrError:
+        raise
+    except Exception as err:  # noqa: BLE001 - every failure becomes one scrubbed line
+        raise adapter._fail("GET /jobs?session_id=", err) from None
+    return list(dict.fromkeys(ids))  # a job listed twice (moved across pages) counts once

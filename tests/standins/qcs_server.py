@@ -9,6 +9,7 @@ resource (learnt by logging what the real client requests):
     GET    /backends/{name}/configuration    IBM configuration JSON
     GET    /backends/{name}/properties       IBM properties JSON (calibration)
     GET    /jobs?pending=true&backend=…      pending jobs (the queue)
+    GET    /jobs?session_id=…&limit=&offset= a session's jobs, page by page (accounting)
     POST   /sessions                         acquire: open a session
     GET    /sessions/{id}                    session details
     PATCH  /sessions/{id}                    release: stop accepting jobs (close)
@@ -80,6 +81,8 @@ try:
 except ImportError:  # imported as ``standins.qcs_server`` with tests/ on sys.path
     from standins.vendor_sim import SIM_DEFAULTS, SimError, VendorSim  # type: ignore[no-redef]
 
+#: job states ``GET /jobs?pending=false`` lists
+FINISHED = ("Completed", "Cancelled", "Failed")
 DEFAULT_CRN = "crn:v1:bluemix:public:quantum-computing:us-east:a/standin::"
 KNOBS: dict[str, Any] = {
     "queue_length": 0,
@@ -314,20 +317,32 @@ class QCSStandIn:
                              "length_queue": queue_length,
                              "backend_version": self.configuration.get("backend_version")}
         if method == "GET" and parts == ["jobs"]:
-            pending = query.get("pending", ["false"])[0] == "true"
+            # pending=true: queued and running jobs; false: finished ones; absent: all
+            pending = query.get("pending", [None])[0]
             backend = query.get("backend", [self.name])[0]
             sid = query.get("session_id", [None])[0]
             jobs = []
             if backend == self.name:
                 with self._lock:
-                    sim_jobs = (self.sim.pending(sid) if pending
-                                else [j for j in self.sim.jobs.values()
-                                      if sid is None or j.session_id == sid])
+                    if pending == "true":
+                        sim_jobs = self.sim.pending(sid)
+                    else:
+                        self.sim.advance()
+                        sim_jobs = [j for j in self.sim.jobs.values()
+                                    if (sid is None or j.session_id == sid) and
+                                    (pending is None or j.state in FINISHED)]
                     jobs = [self._job_json(j) for j in sim_jobs]
-                if pending and sid is None:
+                if pending == "true" and sid is None:
                     jobs = self._phantom_jobs(int(knobs["queue_length"]), backend) + jobs
-            limit = int(query.get("limit", ["200"])[0])
-            return 200, {"jobs": jobs[:limit], "count": len(jobs), "offset": 0, "limit": limit}
+            try:
+                limit = int(query.get("limit", ["200"])[0])
+                offset = int(query.get("offset", ["0"])[0])
+            except ValueError:
+                return 400, {"errors": [{"message": "limit and offset must be integers"}]}
+            if not 1 <= limit <= 200 or offset < 0:  # the real API's bounds
+                return 400, {"errors": [{"message": "limit must be 1-200, offset >= 0"}]}
+            return 200, {"jobs": jobs[offset:offset + limit], "count": len(jobs),
+                         "offset": offset, "limit": limit}
         if parts and parts[0] == "jobs":
             return self._jobs(method, parts, body)
         if parts and parts[0] == "sessions":
