@@ -71,7 +71,8 @@ def test_predicted_releases_when_the_grant_is_no_further_than_the_job_start() ->
 def test_anchor_is_held_back_while_the_session_would_lapse_before_the_job_starts() -> None:
     assert anchor_due(lead=None, vendor_wait=None, idle_timeout=60)   # nothing known: go
     assert anchor_due(lead=10, vendor_wait=0, idle_timeout=60)        # nodes nearly free
-    assert anchor_due(lead=100, vendor_wait=80, idle_timeout=60)      # 100 <= 80 + 30
+    assert anchor_due(lead=95, vendor_wait=80, idle_timeout=60)       # 95 <= 80 + 15
+    assert not anchor_due(lead=100, vendor_wait=80, idle_timeout=60)  # aim: a quarter TTL
     assert not anchor_due(lead=200, vendor_wait=80, idle_timeout=60)  # would lapse
 
 
@@ -102,17 +103,17 @@ def test_memo_says_why_a_job_waits_and_how_it_was_started() -> None:
 @pytest.mark.parametrize(("idle_timeout", "step"), [
     (60.0, 1.0),      # IBM-like: once a second, as before
     (3600.0, 1.0),    # never slower than once a second
-    (5.0, 0.5),       # ten steps per idle timeout
-    (1.0, 0.1),       # a benchmark's compressed clock
+    (5.0, 0.25),      # twenty steps per idle timeout
+    (1.0, 0.05),      # a benchmark's compressed clock
     (0.1, 0.05),      # never faster than 20 a second
 ])
-def test_step_period_gives_ten_steps_per_idle_timeout(idle_timeout: float, step: float) -> None:
+def test_step_period_gives_twenty_steps_per_idle_timeout(idle_timeout: float, step: float) -> None:
     assert step_period(idle_timeout) == pytest.approx(step)
 
 
 def test_predicted_release_margin_is_the_callers() -> None:
     job = HybridJob(1, 1000, "predicted", ["dev"], eta=0.8, lead=0.0)
-    assert not release_due(job, granted=False, margin=step_period(1.0))  # 0.8 > 0 + 0.1
+    assert not release_due(job, granted=False, margin=step_period(1.0))  # 0.8 > 0 + 0.05
     assert release_due(job, granted=False, margin=step_period(60.0))     # 0.8 <= 0 + 1.0
     ready = HybridJob(2, 1000, "ready", ["dev"], eta=0.0, lead=10.0)
     assert not release_due(ready, granted=False, margin=100.0)  # ready waits for the grant

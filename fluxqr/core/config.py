@@ -11,7 +11,7 @@ prolog/epilog all read, so they agree on names, defaults and errors::
     session-dir = "/run/flux/fluxqr"            # session state (default: <rundir>/fluxqr)
     vendor-job-seconds = 60                     # vendor queue drain, until anchors measure it
     idle-timeout = 60                           # the vendor's interactive session timeout
-                                                # (the agent steps held jobs 10x per timeout,
+                                                # (the agent steps held jobs 20x per timeout,
                                                 # at most once a second)
     accounting-db = "/var/lib/flux/fluxqr/accounting.db"  # QPU usage ledger (default: below)
     limits = { job-qpu-seconds = 600, user-qpu-seconds = 36000, period = "7d" }
