@@ -31,6 +31,16 @@ DROP_HEADERS = frozenset({"authorization", "x-amz-date", "x-amz-security-token",
                           "keep-alive", "transfer-encoding", "expect", "accept-encoding"})
 
 
+#: Braket's error type names for the signature errors (S3 answers the plain codes)
+BRAKET_ERRORS = {"MissingAuthenticationToken": "MissingAuthenticationTokenException",
+                 "InvalidClientTokenId": "UnrecognizedClientException",
+                 "SignatureDoesNotMatch": "InvalidSignatureException",
+                 "IncompleteSignature": "IncompleteSignatureException",
+                 "RequestTimeTooSkewed": "InvalidSignatureException",
+                 "XAmzContentSHA256Mismatch": "InvalidSignatureException",
+                 "AccessDenied": "AccessDeniedException"}
+
+
 class SignatureError(Exception):
     """A request AWS would refuse: ``code`` is AWS's error code, ``status`` its HTTP status."""
 
