@@ -239,3 +239,20 @@ def test_price_and_bucket_are_validated_at_load(tmp_path) -> None:
     doc["devices"][0]["params"]["s3_bucket"] = "Not A Bucket"
     with pytest.raises(FluxqrError, match=r"s3_bucket"):
         inventory.parse(doc)
+
+
+def test_a_loopback_caller_must_be_the_jobs_owner(site) -> None:
+    _, inv, _, _ = site
+    other = Gateway(("127.0.0.1", 0), owner=os.getuid() + 1)  # as if run by another uid
+    try:
+        other.configure(inv)
+        theirs = other.grant(206, os.getuid() + 2, [inv.get("sv1")], {})
+        env = {"AWS_ACCESS_KEY_ID": theirs.access_key, "AWS_SECRET_ACCESS_KEY": theirs.token,
+               "AWS_ENDPOINT_URL_BRAKET": other.url + "/braket"}
+        assert _code(lambda: _client(env).get_device(deviceArn=SV1)) == \
+            (403, "AccessDeniedException")
+        mine = other.grant(207, os.getuid(), [inv.get("sv1")], {})
+        env.update(AWS_ACCESS_KEY_ID=mine.access_key, AWS_SECRET_ACCESS_KEY=mine.token)
+        assert _client(env).get_device(deviceArn=SV1)["deviceArn"] == SV1
+    finally:
+        other.stop()
