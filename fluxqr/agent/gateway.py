@@ -588,16 +588,17 @@ class Gateway:
         and query as received)."""
         from fluxqr.agent import sigv4
 
-        with self._lock:
-            def secret_for(key: str) -> str | None:
+        def secret_for(key: str) -> str | None:
+            with self._lock:
                 grant = self._by_key.get(key)
                 return grant.token if grant is not None and grant.live else None
 
-            try:
-                scope = sigv4.verify(method, f"http://{headers.get('Host')}{target}",
-                                     headers, body, secret_for)
-            except sigv4.SignatureError as exc:
-                return _aws_error(_service_of(headers), exc.status, exc.code, str(exc))
+        try:
+            scope = sigv4.verify(method, f"http://{headers.get('Host')}{target}", headers,
+                                 body, secret_for)
+        except sigv4.SignatureError as exc:
+            return _aws_error(_service_of(headers), exc.status, exc.code, str(exc))
+        with self._lock:
             grant = self._by_key.get(scope.access_key)
             ups = dict(self._braket)
         if grant is None or not grant.live:  # revoked while verifying
