@@ -70,6 +70,10 @@ class AllocatedQPU:
             # In a job, qrmi reads <resource_id>_QRMI_* variables the session layer exported.
             dev = replace(dev, params={k: v for k, v in dev.params.items() if k != "config"},
                           credentials={})
+        elif dev.adapter == "braket" and os.environ.get("FLUXQR_BRAKET_GATEWAY"):
+            # The agent's gateway serves it: boto3 finds the job's key and endpoints in
+            # the AWS_* variables the session layer exported, never the site's key.
+            dev = replace(dev, credentials={})
         return adapter_for(dev).sdk_backend(sdk)
 
 

@@ -187,3 +187,40 @@ def test_plain_instance_says_how_to_fix(tmp_path: Path) -> None:
         r = plain.run(["flux", "submit", "-n1", "--qpu=1", "true"], check=False)
         _one_line(r, "[ingest.frobnicator] plugins")
         assert plain.run(["flux", "jobs", "-a", "-no", "{id}"]).stdout.strip() == ""
+
+
+def test_ingest_view_cache_sees_fluxqr_changes_at_once_and_others_within_its_ttl(
+        inst: FluxInstance) -> None:
+    """The frobnicator reuses its view of the QPUs (``[fluxqr] view-ttl``, 1 s) — but a
+    change by fluxqr's refresh loop (which replaces the view stamp) counts from the very
+    next job, and an admin's ``flux ion-resource set-status`` once the TTL has passed."""
+    import time
+
+    import flux
+
+    from fluxqr.agent.refresh import FluxionTarget
+
+    target = FluxionTarget(flux.Flux(inst.uri))
+    path = target.qpus()["iqm_garnet"][0]  # online in LIVE_VALUES
+    argv = ["flux", "submit", "-n1", "--qpu-device=iqm_garnet", "--qpu-online", "true"]
+
+    def accepted() -> bool:
+        r = inst.run(argv, check=False)
+        if r.returncode:
+            assert "down" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        return r.returncode == 0
+
+    try:
+        assert accepted()                        # fills the cache
+        target.set_status(path, False)
+        target.flush()                           # what the refresh loop does each cycle
+        assert not accepted()                    # the next job sees it, TTL or not
+        target.set_status(path, True)
+        target.flush()
+        assert accepted()
+        inst.run(["flux", "ion-resource", "set-status", path, "down"])  # behind fluxqr's back
+        time.sleep(1.2)                          # the TTL
+        assert not accepted()
+    finally:
+        inst.run(["flux", "ion-resource", "set-status", path, "up"])
+        inst.run(["flux", "cancel", "--all"], check=False)

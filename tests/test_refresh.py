@@ -226,9 +226,16 @@ def test_module_settings_errors(conf, args, needle) -> None:
         config.settings(conf, args)
 
 
+@pytest.mark.parametrize("value", [-1, "soon", True, 1e9, float("nan")])
+def test_view_ttl_must_be_seconds(value: object) -> None:
+    with pytest.raises(FluxqrError, match="view-ttl"):
+        config.settings({"fluxqr": {"devices": "a.yaml", "view-ttl": value}}, ())
+    assert config.settings({"fluxqr": {"devices": "a.yaml", "view-ttl": 0}}, ())["view-ttl"] == 0
+
+
 def test_module_settings_args_override_config() -> None:
     s = config.settings({"fluxqr": {"devices": "a.yaml", "interval": 30}},
                          ("interval=5", "failure_threshold=4", "timeout=2.5"))
     assert s == {"devices": "a.yaml", "interval": 5.0, "timeout": 2.5, "failure-threshold": 4,
                  "vendor-job-seconds": 60.0, "idle-timeout": 60.0,
-                 "gateway": ("127.0.0.1", 0)}
+                 "gateway": ("127.0.0.1", 0), "view-ttl": 1.0}

@@ -21,6 +21,20 @@ sessions and jobs this job owns (its agent-opened sessions and the jobs it creat
 job cannot list, read or cancel another job's work on the site's shared account, nor
 open sessions of its own. Everything else is answered 401 (no or dead token) or 403.
 
+Amazon Braket devices whose ``credentials:`` are site-held (an ARN device with
+``params.s3_bucket``) are served under ``/braket``: the task gets that address as
+``AWS_ENDPOINT_URL_BRAKET`` and ``AWS_ENDPOINT_URL_S3`` (botocore's service-specific
+endpoints, so boto3 and the Braket SDK work unmodified) and a per-job AWS key pair
+(access key id ``FLUXQRJOB<jobid>``, the job token as secret). The gateway verifies each
+request's Signature V4 with that secret (:mod:`fluxqr.agent.sigv4`), applies
+:class:`BraketPolicy` (GetDevice and CreateQuantumTask on the job's device ARNs only, with
+results into the device's bucket; Get/Cancel of the tasks this job created; S3 reads of
+those tasks' result directories only; nothing else), re-signs with the site key and
+forwards to the endpoint botocore resolves for the site (``AWS_ENDPOINT_URL_*`` in the
+agent's environment are honoured). At the job's end :meth:`Gateway.revoke` returns the
+grant, whose tasks :meth:`Gateway.braket_usage` reads back (with the site key) for
+accounting.
+
 On a loopback connection the gateway also checks who is calling: the socket's owner
 (from ``/proc/net/tcp``) must be the job's owner or the instance owner, so a token
 copied to another local user is useless to them.
@@ -62,6 +76,15 @@ PASS_HEADERS = ("content-type", "accept", "ibm-api-version", "user-agent",
                 "x-qx-client-application")
 
 
+#: where Braket (and its S3 results) are served on the gateway
+BRAKET_PATH = "/braket"
+#: the per-job access key id (it names the grant; the secret is the job token)
+BRAKET_KEY_PREFIX = "FLUXQRJOB"
+#: response headers passed back from AWS (botocore reads the error type from the first)
+BRAKET_REPLY_HEADERS = ("x-amzn-errortype", "x-amzn-requestid", "x-amz-request-id", "etag",
+                        "last-modified", "content-type")
+
+
 def qrmi_member(device: Device) -> str:
     from fluxqr.devices.qrmi_adapter import RESOURCE_TYPES
 
@@ -70,8 +93,18 @@ def qrmi_member(device: Device) -> str:
 
 
 def speaks(device: Device) -> bool:
-    """Whether the gateway can stand in for ``device``'s vendor."""
+    """Whether the gateway can stand in for ``device``'s vendor (QRMI IBM QCS)."""
     return device.adapter == "qrmi" and qrmi_member(device) in SPOKEN
+
+
+def speaks_braket(device: Device) -> bool:
+    """A Braket ARN device with site-held credentials and a results bucket."""
+    return device.gateway_braket
+
+
+def arn_region(arn: str) -> str | None:
+    parts = arn.split(":")
+    return parts[3] if len(parts) > 3 and parts[3] else None
 
 
 # -- the site side: real endpoints and the real bearer -----------------------------------
@@ -132,6 +165,43 @@ class Upstream:
             self._bearer = None
 
 
+class BraketUpstream:
+    """One Braket device's site account: its boto3 session (site key) and endpoints."""
+
+    def __init__(self, device: Device):
+        self.device = device
+        self.arn = str(device.params["device"])
+        self.bucket = str(device.params["s3_bucket"])
+        self.region = str(device.params.get("region") or arn_region(self.arn) or "us-east-1")
+        self.timeout = float(device.timeout or 30)
+        self._lock = threading.Lock()
+        self._session: Any = None
+        self._endpoints: dict[tuple[str, str], str] = {}
+
+    def session(self) -> Any:
+        """The site's boto3 session (credentials as the device's adapter resolves them)."""
+        with self._lock:
+            if self._session is None:
+                from fluxqr.devices.braket_adapter import BraketAdapter
+
+                self._session = BraketAdapter(self.device).boto_session(self.region)
+            return self._session
+
+    def credentials(self) -> Any:
+        creds = self.session().get_credentials()
+        if creds is None:
+            raise FluxqrError(f"device '{self.device.name}': no site AWS credentials")
+        return creds.get_frozen_credentials()
+
+    def endpoint(self, service: str, region: str) -> str:
+        """The site's endpoint for ``service`` in ``region``, as botocore resolves it."""
+        key = (service, region)
+        if key not in self._endpoints:
+            client = self.session().client(service, region_name=region)
+            self._endpoints[key] = client.meta.endpoint_url.rstrip("/")
+        return self._endpoints[key]
+
+
 # -- the job side: grants ------------------------------------------------------------------
 
 
@@ -146,6 +216,12 @@ class Grant:
     sessions: dict[str, set[str]]                  # resource id -> vendor session ids
     jobs: dict[str, set[str]] = field(default_factory=dict)  # resource id -> vendor job ids
     live: bool = True
+    braket: dict[str, str] = field(default_factory=dict)      # device ARN -> device name
+    tasks: dict[str, dict[str, Any]] = field(default_factory=dict)  # Braket task ARN -> facts
+
+    @property
+    def access_key(self) -> str:
+        return f"{BRAKET_KEY_PREFIX}{self.jobid}"
 
 
 class QCSPolicy:
@@ -204,6 +280,92 @@ class QCSPolicy:
                 grant.jobs.setdefault(rid, set()).add(jid)
 
 
+class BraketPolicy:
+    """Which Braket and S3 calls a job may make; ``allow`` returns None or why not.
+
+    ``parts`` is the path below :data:`BRAKET_PATH`, unquoted. The site's reservations
+    (``associations``) and Braket Hybrid Jobs are not the job's to use; searches would
+    list the whole account's work."""
+
+    def allow(self, grant: Grant, service: str, method: str, parts: list[str],
+              query: dict[str, list[str]], body: bytes, ups: dict[str, BraketUpstream]
+              ) -> tuple[str | None, str | None]:
+        """(why not or None, the device ARN whose account serves the call)."""
+        if service == "braket":
+            return self._braket(grant, method, parts, body, ups)
+        if service == "s3":
+            return self._s3(grant, method, parts, query)
+        return f"{service} is not available through the gateway", None
+
+    def _braket(self, grant: Grant, method: str, parts: list[str], body: bytes,
+                ups: dict[str, BraketUpstream]) -> tuple[str | None, str | None]:
+        if method == "GET" and len(parts) == 2 and parts[0] == "device":
+            return (None if parts[1] in grant.braket else "not this job's device"), parts[1]
+        if method == "POST" and parts == ["quantum-task"]:
+            try:
+                req = json.loads(body or b"{}")
+            except ValueError:
+                return "request body is not JSON", None
+            if not isinstance(req, dict):
+                return "request body is not a JSON object", None
+            arn = req.get("deviceArn")
+            if arn not in grant.braket:
+                return f"device {arn} is not this job's device", None
+            if req.get("associations") or req.get("jobToken"):
+                return "reservations and Braket Hybrid Jobs are not available to tasks", None
+            if req.get("outputS3Bucket") != ups[arn].bucket:
+                return f"results go to the site's bucket {ups[arn].bucket}", None
+            return None, arn
+        if len(parts) in (2, 3) and parts[0] == "quantum-task" and \
+                (method, len(parts)) in (("GET", 2), ("PUT", 3)) and \
+                (len(parts) == 2 or parts[2] == "cancel"):
+            task = grant.tasks.get(parts[1])
+            return (None, task["arn"]) if task else ("not this job's task", None)
+        return "only GetDevice and this job's quantum tasks are available", None
+
+    def _s3(self, grant: Grant, method: str, parts: list[str],
+            query: dict[str, list[str]]) -> tuple[str | None, str | None]:
+        if not parts or method not in ("GET", "HEAD"):
+            return "only reading this job's task results", None
+        bucket, key = parts[0], "/".join(parts[1:])
+        if key and set(query) - {"x-id", "partNumber", "versionId"}:
+            return "only reading this job's task results", None
+        if not key:
+            if query.get("list-type") != ["2"]:
+                return "only reading this job's task results", None
+            key = (query.get("prefix") or [""])[0]
+        for task in grant.tasks.values():
+            folder = task.get("directory")
+            if task.get("bucket") == bucket and folder and \
+                    (key + "/").startswith(folder.rstrip("/") + "/"):
+                return None, task["arn"]
+        return "not this job's task results", None
+
+    def learn(self, grant: Grant, service: str, method: str, parts: list[str], body: bytes,
+              reply: bytes) -> None:
+        """Remember a task the job created, and what GetQuantumTask says of it."""
+        if service != "braket":
+            return
+        try:
+            out = json.loads(reply or b"{}")
+            req = json.loads(body or b"{}") if method == "POST" else {}
+        except ValueError:
+            return
+        if method == "POST" and parts == ["quantum-task"] and isinstance(out, dict):
+            arn = str(out.get("quantumTaskArn") or "")
+            if arn:
+                tid = arn.rsplit("/", 1)[-1]
+                grant.tasks[arn] = {
+                    "arn": arn, "device": req.get("deviceArn"), "shots": req.get("shots"),
+                    "bucket": req.get("outputS3Bucket"),
+                    "directory": f"{str(req.get('outputS3KeyPrefix', '')).rstrip('/')}/{tid}"}
+        elif method == "GET" and isinstance(out, dict) and \
+                out.get("quantumTaskArn") in grant.tasks:
+            task = grant.tasks[out["quantumTaskArn"]]
+            if out.get("deviceArn") == task["device"] and out.get("outputS3Directory"):
+                task["directory"] = str(out["outputS3Directory"])
+
+
 def peer_uid(client: tuple[Any, ...], server: tuple[Any, ...]) -> int | None:
     """The uid owning the local socket at ``client`` connected to ``server`` (Linux
     ``/proc/net/tcp*``); None when not found (e.g. a remote client)."""
@@ -243,11 +405,14 @@ class Gateway:
     """The HTTP gateway (a daemon thread); grants are added and revoked by the agent."""
 
     policy = QCSPolicy()
+    braket_policy = BraketPolicy()
 
     def __init__(self, bind: tuple[str, int], owner: int, advertise: str | None = None):
         self.owner = owner
         self._lock = threading.Lock()
         self._upstreams: dict[str, Upstream] = {}
+        self._braket: dict[str, BraketUpstream] = {}   # device ARN -> its site account
+        self._by_key: dict[str, Grant] = {}            # Braket access key id -> grant
         self._grants: dict[int, Grant] = {}           # jobid -> grant
         self._by_token: dict[str, Grant] = {}
         self._bearers: dict[str, tuple[Grant, str]] = {}   # gateway bearer -> (grant, rid)
@@ -271,13 +436,17 @@ class Gateway:
 
     def configure(self, devices: Iterable[Device]) -> None:
         """The resources it stands in for (devices it :func:`speaks`)."""
-        ups = {}
+        ups, braket = {}, {}
         for dev in devices:
             if speaks(dev):
                 up = Upstream(dev)
                 ups[up.rid] = up
+            elif speaks_braket(dev):
+                bup = BraketUpstream(dev)
+                braket[bup.arn] = bup
         with self._lock:
             self._upstreams = ups
+            self._braket = braket
 
     def grant(self, jobid: int, userid: int, devices: Iterable[Device],
               sessions: dict[str, str]) -> Grant | None:
@@ -287,27 +456,35 @@ class Gateway:
             existing = self._grants.get(jobid)
             if existing is not None:
                 return existing
+            devices = list(devices)
             resources = {str(d.params["resource_id"]): d.name for d in devices
                          if speaks(d) and str(d.params["resource_id"]) in self._upstreams}
-            if not resources:
+            braket = {str(d.params["device"]): d.name for d in devices
+                      if speaks_braket(d) and str(d.params["device"]) in self._braket}
+            if not resources and not braket:
                 return None
             grant = Grant(jobid, userid, secrets.token_urlsafe(32), resources,
                           {rid: ({sessions[name]} if sessions.get(name) else set())
-                           for rid, name in resources.items()})
+                           for rid, name in resources.items()}, braket=braket)
             self._grants[jobid] = grant
             self._by_token[grant.token] = grant
+            if braket:
+                self._by_key[grant.access_key] = grant
             return grant
 
-    def revoke(self, jobid: int) -> None:
-        """End the job's grant: its token and bearers stop working at once."""
+    def revoke(self, jobid: int) -> Grant | None:
+        """End the job's grant: its token, bearers and AWS key stop working at once.
+        Returns the ended grant (its Braket tasks are still to be accounted)."""
         with self._lock:
             grant = self._grants.pop(jobid, None)
             if grant is None:
-                return
+                return None
             grant.live = False
             self._by_token.pop(grant.token, None)
+            self._by_key.pop(grant.access_key, None)
             for bearer in [b for b, (g, _) in self._bearers.items() if g is grant]:
                 del self._bearers[bearer]
+            return grant
 
     def jobids(self) -> list[int]:
         with self._lock:
@@ -323,6 +500,17 @@ class Gateway:
                          f"{prefix}_IAM_APIKEY": grant.token}
             if self._upstreams[rid].crn:
                 out[name][f"{prefix}_SERVICE_CRN"] = self._upstreams[rid].crn
+        for arn, name in grant.braket.items():
+            # the variables are process-wide: every Braket device of a job shares the one
+            # gateway key (its account is picked per call); the first device's bucket wins
+            up = self._braket[arn]
+            out[name] = {"AWS_ENDPOINT_URL_BRAKET": self.url + BRAKET_PATH,
+                         "AWS_ENDPOINT_URL_S3": self.url + BRAKET_PATH,
+                         "AWS_ACCESS_KEY_ID": grant.access_key,
+                         "AWS_SECRET_ACCESS_KEY": grant.token,
+                         "AWS_DEFAULT_REGION": up.region,
+                         "AMZN_BRAKET_OUT_S3_BUCKET": up.bucket,
+                         "FLUXQR_BRAKET_GATEWAY": self.url + BRAKET_PATH}
         return out
 
     def stop(self) -> None:
@@ -331,6 +519,7 @@ class Gateway:
                 self._grants[jobid].live = False
             self._grants.clear()
             self._by_token.clear()
+            self._by_key.clear()
             self._bearers.clear()
         self._server.shutdown()
         self._server.server_close()
@@ -390,6 +579,118 @@ class Gateway:
                     self.policy.learn(grant, rid, method, parts, reply)
         return status, reply, ctype
 
+    def braket(self, method: str, target: str, headers: Any, body: bytes,
+               client: tuple[Any, ...], server: tuple[Any, ...]
+               ) -> tuple[int, bytes, str | None, dict[str, str]]:
+        """One Braket or S3 request below :data:`BRAKET_PATH` (``target``: the raw path
+        and query as received)."""
+        from fluxqr.agent import sigv4
+
+        def secret_for(key: str) -> str | None:
+            with self._lock:
+                grant = self._by_key.get(key)
+                return grant.token if grant is not None and grant.live else None
+
+        try:
+            scope = sigv4.verify(method, f"http://{headers.get('Host')}{target}", headers,
+                                 body, secret_for)
+        except sigv4.SignatureError as exc:
+            return _aws_error(_service_of(headers), exc.status, exc.code, str(exc))
+        with self._lock:
+            grant = self._by_key.get(scope.access_key)
+            ups = dict(self._braket)
+        if grant is None or not grant.live:  # revoked while verifying
+            return _aws_error(scope.service, 403, "InvalidClientTokenId", "token revoked")
+        if not self._peer_ok(grant, client, server):
+            return _aws_error(scope.service, 403, "AccessDenied",
+                              "this job's key is for its owner only")
+        url = urllib.parse.urlsplit(target)
+        rest = url.path[len(BRAKET_PATH):]
+        parts = [urllib.parse.unquote(p) for p in rest.split("/") if p]
+        if any(p in (".", "..") for p in parts):
+            return _aws_error(scope.service, 403, "AccessDenied", "bad path")
+        query = urllib.parse.parse_qs(url.query, keep_blank_values=True)
+        with self._lock:
+            why, arn = self.braket_policy.allow(grant, scope.service, method, parts, query,
+                                                body, ups)
+            task = grant.tasks.get(arn or "")
+        device_arn = task["device"] if task else arn
+        up = ups.get(device_arn or "")
+        if why or up is None:
+            return _aws_error(scope.service, 403, "AccessDenied",
+                              f"fluxqr gateway: {why or 'device not served'}")
+        status, reply, ctype, extra = self._forward_aws(up, scope.service, scope.region,
+                                                        method, rest, url.query, headers, body)
+        if 200 <= status < 300:
+            with self._lock:
+                if grant.live:
+                    self.braket_policy.learn(grant, scope.service, method, parts, body, reply)
+        return status, reply, ctype, extra
+
+    def _forward_aws(self, up: BraketUpstream, service: str, region: str, method: str,
+                     rest: str, query: str, headers: Any, body: bytes
+                     ) -> tuple[int, bytes, str | None, dict[str, str]]:
+        from fluxqr.agent import sigv4
+
+        try:
+            creds = up.credentials()
+            url = up.endpoint(service, region) + rest + (f"?{query}" if query else "")
+            out = sigv4.sign(method, url, dict(headers.items()), body, service, region,
+                             creds.access_key, creds.secret_key, creds.token)
+        except Exception as exc:  # noqa: BLE001 - botocore's own errors name no secret
+            log.error("fluxqr gateway: device %s: cannot sign for AWS: %s", up.device.name,
+                      type(exc).__name__)
+            return _aws_error(service, 502, "ServiceUnavailable",
+                              "the site's AWS credentials are not usable")
+        req = urllib.request.Request(url, data=body if body else None, method=method,
+                                     headers=out)
+        try:
+            with urllib.request.urlopen(req, timeout=up.timeout) as resp:
+                return resp.status, resp.read(), resp.headers.get("Content-Type"), \
+                    _reply_headers(resp.headers)
+        except urllib.error.HTTPError as err:
+            return err.code, err.read(), err.headers.get("Content-Type"), \
+                _reply_headers(err.headers)
+        except (OSError, ValueError) as exc:
+            return _aws_error(service, 502, "ServiceUnavailable",
+                              f"AWS unreachable: {type(exc).__name__}")
+
+    def braket_usage(self, grant: Grant) -> dict[str, dict[str, Any]]:
+        """Per device name: what Braket says of the job's tasks, read with the site key
+        (GetQuantumTask, and the result's executionDuration for simulators). Blocking:
+        call it from a worker thread."""
+        out: dict[str, dict[str, Any]] = {}
+        with self._lock:
+            ups = dict(self._braket)
+            tasks = [dict(t) for t in grant.tasks.values()]
+        for task in tasks:
+            up = ups.get(task.get("device") or "")
+            if up is None:
+                continue
+            facts = {"arn": task["arn"], "shots": int(task.get("shots") or 0),
+                     "status": "UNKNOWN", "execution_ms": None}
+            try:
+                info = up.session().client("braket", region_name=arn_region(task["arn"])
+                                           or up.region)
+                got = info.get_quantum_task(quantumTaskArn=task["arn"])
+                facts["status"] = str(got.get("status"))
+                facts["shots"] = int(got.get("shots") or facts["shots"])
+                if facts["status"] == "COMPLETED":
+                    s3 = up.session().client("s3", region_name=up.region)
+                    obj = s3.get_object(Bucket=got["outputS3Bucket"],
+                                        Key=f"{got['outputS3Directory']}/results.json")
+                    result = json.loads(obj["Body"].read(64 << 20))
+                    sim = (result.get("additionalMetadata") or {}).get("simulatorMetadata")
+                    if isinstance(sim, dict) and isinstance(sim.get("executionDuration"),
+                                                            int | float):
+                        facts["execution_ms"] = float(sim["executionDuration"])
+            except Exception as exc:  # noqa: BLE001 - what was learnt is still recorded
+                log.error("fluxqr gateway: job %s: reading Braket task usage failed: %s",
+                          grant.jobid, type(exc).__name__)
+            out.setdefault(up.device.name, {"device": up.device, "tasks": []})["tasks"] \
+                .append(facts)
+        return out
+
     def _forward(self, up: Upstream, method: str, rest: str, query: str, headers: Any,
                  body: bytes, retry: bool = True) -> tuple[int, bytes, str | None]:
         try:
@@ -418,6 +719,32 @@ class Gateway:
                                                       f"{type(exc).__name__}"}]})
 
 
+def _service_of(headers: Any) -> str:
+    return "s3" if "/s3/aws4_request" in str(headers.get("Authorization") or "") else "braket"
+
+
+def _reply_headers(headers: Any) -> dict[str, str]:
+    return {k: v for k, v in headers.items()
+            if k.lower() in BRAKET_REPLY_HEADERS and k.lower() != "content-type"}
+
+
+def _aws_error(service: str, status: int, code: str, message: str
+               ) -> tuple[int, bytes, str, dict[str, str]]:
+    """An error as AWS answers it: S3's XML, or Braket's JSON with x-amzn-ErrorType."""
+    from xml.sax.saxutils import escape
+
+    from fluxqr.agent.sigv4 import BRAKET_ERRORS
+
+    if service == "s3":
+        body = (f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code>'
+                f"<Message>{escape(message)}</Message></Error>").encode()
+        return status, body, "application/xml", {}
+    kind = BRAKET_ERRORS.get(code, code if code.endswith("Exception") else
+                             "AccessDeniedException")
+    return status, json.dumps({"message": message}).encode(), "application/json", \
+        {"x-amzn-ErrorType": kind}
+
+
 def _json(status: int, payload: Any) -> tuple[int, bytes, str]:
     return status, json.dumps(payload).encode(), "application/json"
 
@@ -429,10 +756,13 @@ def _make_handler(gw: Gateway) -> type[BaseHTTPRequestHandler]:
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
             pass  # request lines may carry ids; never log them
 
-        def _reply(self, status: int, data: bytes, ctype: str | None) -> None:
+        def _reply(self, status: int, data: bytes, ctype: str | None,
+                   extra: dict[str, str] | None = None) -> None:
             self.send_response(status)
             if data and ctype:
                 self.send_header("Content-Type", ctype)
+            for k, v in (extra or {}).items():
+                self.send_header(k, v)
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             if data and self.command != "HEAD":
@@ -451,6 +781,15 @@ def _make_handler(gw: Gateway) -> type[BaseHTTPRequestHandler]:
                 return self._reply(*_json(413, {"errors": [{"message": "body too large"}]}))
             body = self.rfile.read(length) if length else b""
             url = urllib.parse.urlsplit(self.path)
+            if url.path == BRAKET_PATH or url.path.startswith(BRAKET_PATH + "/"):
+                try:
+                    return self._reply(*gw.braket(self.command, self.path, self.headers,
+                                                  body, self.client_address,
+                                                  self.connection.getsockname()))
+                except Exception as exc:  # noqa: BLE001 - never kills the gateway
+                    log.error("fluxqr gateway: internal error: %s", type(exc).__name__)
+                    return self._reply(*_aws_error(_service_of(self.headers), 500,
+                                                   "InternalServerException", "gateway error"))
             rid, _, rest = url.path.lstrip("/").partition("/")
             kind, _, rest = rest.partition("/")
             rid = urllib.parse.unquote(rid)

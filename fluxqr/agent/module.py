@@ -209,7 +209,31 @@ class FluxqrModule(BrokerModule):
 
     def _revoke(self, job: HybridJob) -> None:
         if self.gateway is not None:
-            self.gateway.revoke(job.jobid)
+            grant = self.gateway.revoke(job.jobid)
+            if grant is not None and grant.tasks:
+                self._braket_usage(grant)
+
+    def _braket_usage(self, grant: Any) -> None:
+        """Account the Braket tasks a job created through the gateway: read back from
+        Braket with the site key (a worker thread), then record per device."""
+        from fluxqr.devices.braket_adapter import usage
+
+        gateway = self.gateway
+
+        def done(result: Any, error: BaseException | None) -> None:
+            if error is not None:
+                self.log.error(f"fluxqr: job {grant.jobid}: Braket usage not read: "
+                               f"{type(error).__name__}")
+                return
+            for name, facts in (result or {}).items():
+                dev = facts["device"]
+                used = usage(str(dev.params["device"]), dev.params.get("price"),
+                             facts["tasks"])
+                self._account("record_usage", grant.jobid, name, tasks=used["tasks"],
+                              shots=used["shots"], qpu_seconds=used["qpu_seconds"],
+                              cost=used["cost"])
+
+        self._work((grant.jobid, "braket-usage"), lambda: gateway.braket_usage(grant), done)
 
     def _open_ledger(self, conf: dict[str, Any]) -> None:
         """The QPU accounting ledger; a broken one is reported and accounting is off."""

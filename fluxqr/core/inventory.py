@@ -81,9 +81,20 @@ class Device:
             "num_qubits": str(self.qubits),
             "sessions": str(self.sessions),
         }
+        if self.gateway_braket:
+            # The job shell asks the agent for the gateway's settings only for these.
+            props["access"] = "gateway"
         for key, value in sorted(self.labels.items()):
             props[f"label_{key}"] = value
         return props
+
+    @property
+    def gateway_braket(self) -> bool:
+        """A Braket ARN device with site-held credentials and a results bucket: its
+        tasks reach Braket through the agent's credential gateway."""
+        return (self.adapter == "braket" and bool(self.credentials)
+                and str(self.params.get("device", "")).startswith("arn:")
+                and bool(self.params.get("s3_bucket")))
 
 
 @dataclass(frozen=True)

@@ -232,7 +232,10 @@ def task_environment(js: JobSessions, devices: list[Device], timeout: float | No
     Vendor credentials are never part of it: ``gateway`` maps a device name to the QRMI
     settings (suffix -> value) of the agent's credential gateway
     (:mod:`fluxqr.agent.gateway`: its endpoints and the job's own token), which replace
-    the device's own; a device the gateway does not serve gets no credential.
+    the device's own; a device the gateway does not serve gets no credential. For a
+    ``braket`` device the gateway's settings are boto3's own variables
+    (``AWS_ENDPOINT_URL_BRAKET``/``_S3``, the job's ``AWS_ACCESS_KEY_ID``/``_SECRET_ACCESS_KEY``,
+    ``AWS_DEFAULT_REGION``, ``AMZN_BRAKET_OUT_S3_BUCKET``) and are exported as they are.
     """
     by_name = {d.name: d for d in devices}
     env: dict[str, str] = {"FLUXQR_QPUS": ",".join(r.device for r in js.records)}
@@ -245,6 +248,11 @@ def task_environment(js: JobSessions, devices: list[Device], timeout: float | No
         env[f"{key}_ADAPTER"] = dev.adapter
         env[f"{key}_QUBITS"] = str(dev.qubits)
         env[f"{key}_SESSION"] = _ref(rec.token) if rec.token else "none"
+        if dev.adapter == "braket":
+            # boto3's own variables (endpoints, the job's key): process-wide, so every
+            # Braket device of the job shares them; the gateway picks the account per call
+            env.update((gateway or {}).get(dev.name) or {})
+            continue
         if dev.adapter != "qrmi":
             continue
         rid = str(dev.params["resource_id"])

@@ -164,6 +164,10 @@ class BraketAdapter(Adapter):
     def aws_session(self) -> Any:
         """The ``AwsSession`` AwsDevice uses: region from params or the ARN, credentials."""
         aws = require("braket.aws", EXTRA)
+        return aws.AwsSession(boto_session=self.boto_session())
+
+    def boto_session(self, default_region: str | None = None) -> Any:
+        """A ``boto3.Session`` with the device's credentials and region."""
         boto3 = require("boto3", EXTRA)
         kwargs: dict[str, Any] = {}
         for setting, value in self.required_credentials().items():
@@ -173,8 +177,9 @@ class BraketAdapter(Adapter):
                                   f"boto3 setting (use: {', '.join(BOTO_SETTINGS)})")
             kwargs[name] = value
         parts = self.spec.split(":")  # arn:aws:braket:<region>::device/...
-        region = self.params.get("region") or (parts[3] if len(parts) > 3 else "") or None
-        return aws.AwsSession(boto_session=boto3.Session(region_name=region, **kwargs))
+        region = self.params.get("region") or (parts[3] if len(parts) > 3 else "") or \
+            default_region
+        return boto3.Session(region_name=region, **kwargs)
 
     def backend(self) -> Any:
         """A Braket device: ``LocalSimulator`` or ``AwsDevice`` (which calls GetDevice)."""
@@ -225,3 +230,44 @@ class BraketAdapter(Adapter):
                              ("" if status != "unknown" else f"Braket status {raw or 'missing'}"),
                              queue_depth=depth, **fields)
 
+
+
+def usage(arn: str, price: dict[str, float] | None, tasks: list[dict[str, Any]]
+          ) -> dict[str, Any]:
+    """A job's usage of one Braket device from its tasks (each: ``status``, ``shots``,
+    ``execution_ms`` as Braket reported them), charged the way the SDK's cost tracker
+    (``braket.tracking.Tracker``) does, with the site's ``params.price`` instead of AWS's
+    price list (which the Tracker downloads, and which a site's negotiated prices and
+    offline clusters do not match):
+
+    - QPU tasks: ``task`` per task plus ``shot`` per shot, nothing for FAILED or
+      CANCELLED tasks;
+    - managed simulators (``quantum-simulator`` ARNs): ``minute`` per minute of billed
+      duration, the execution duration but at least the SDK's ``MIN_SIMULATOR_DURATION``.
+
+    Returns ``tasks`` and ``shots`` (all tasks created), ``qpu_seconds`` (the summed
+    vendor-reported execution durations, None when Braket reported none, as for QPUs)
+    and ``cost`` (None without a price)."""
+    try:
+        from braket.tracking.tracker import MIN_SIMULATOR_DURATION
+
+        minimum = MIN_SIMULATOR_DURATION.total_seconds()
+    except ImportError:  # the SDK's value (3 s) when it is not installed here
+        minimum = 3.0
+    simulator = "quantum-simulator" in arn
+    seconds: float | None = None
+    cost = 0.0
+    for task in tasks:
+        ms = task.get("execution_ms")
+        if isinstance(ms, int | float):
+            seconds = (seconds or 0.0) + ms / 1000.0
+        if not price:
+            continue
+        if simulator:
+            if isinstance(ms, int | float) and ms > 0:
+                cost += float(price.get("minute", 0)) * max(ms / 1000.0, minimum) / 60.0
+        elif task.get("status") not in ("FAILED", "CANCELLED"):
+            cost += float(price.get("task", 0)) + float(price.get("shot", 0)) * \
+                int(task.get("shots") or 0)
+    return {"tasks": len(tasks), "shots": sum(int(t.get("shots") or 0) for t in tasks),
+            "qpu_seconds": seconds, "cost": round(cost, 6) if price else None}

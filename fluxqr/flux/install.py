@@ -62,7 +62,8 @@ from fluxqr.agent.module import FluxqrModule  # noqa: E402,F401  (flux module lo
 
 SHELL_PLUGIN = """-- Installed by "fluxqr flux-install": QPU environment for hybrid tasks.
 -- A job without attributes.system.quantum (a classical job) returns at once. FLUXQR_*
--- variables come from the job's R; only when a QPU needs a vendor session does the shell
+-- variables come from the job's R; only when a QPU needs a vendor session (or is reached
+-- through the credential gateway: a Braket device with site-held credentials) does the shell
 -- ask the fluxqr agent (one call, which waits while a 'now' session is opening) for the
 -- QRMI job contract. The values, tokens included, go only into the tasks' environment.
 local info = shell.info
@@ -71,7 +72,9 @@ local system = spec and spec.attributes and spec.attributes.system
 if not (system and system.quantum) then return end
 local nodes = info.R and info.R.scheduling and info.R.scheduling.graph
               and info.R.scheduling.graph.nodes or {{}}
-local names, session = {{}}, false
+-- Gateway devices (Braket with site-held credentials) ask too, for the gateway's AWS
+-- settings; a job without QRMI devices still runs when the answer is missing.
+local names, session, braket = {{}}, false, false
 for _, n in ipairs (nodes) do
     local m = n.metadata
     if m and m.type == "qpu" then
@@ -82,10 +85,11 @@ for _, n in ipairs (nodes) do
         shell.setenv (key .. "_QUBITS", p.num_qubits or "")
         shell.setenv (key .. "_SESSION", "none")
         if p.adapter == "qrmi" then session = true end
+        if p.access == "gateway" then braket = true end
     end
 end
 shell.setenv ("FLUXQR_QPUS", table.concat (names, ","))
-if not session then return end
+if not session and not braket then return end
 local cmd = string.format ("%q -c %q session env %s 2>&1", {python!r}, {code!r},
                            tostring (info.jobid))
 local f = io.popen (cmd)
@@ -93,6 +97,10 @@ local out = f:read ("*a")
 f:close ()
 -- Lua 5.1 cannot see the exit status: the command ends a good answer with a marker.
 if not out:find ("FLUXQR_SESSION_ENV=ok", 1, true) then
+    if not session then
+        shell.log ("fluxqr: no Braket gateway environment: " .. out)
+        return
+    end
     shell.die ("fluxqr: no quantum session environment: " .. out)
 end
 for line in out:gmatch ("[^\\n]+") do
