@@ -7,11 +7,13 @@ import json
 import pytest
 
 from fluxqr.agent.jobs import (
+    MAX_GIVEBACKS,
     DeviceView,
     DrainModel,
     HybridJob,
     admit,
     anchor_due,
+    give_back_due,
     release_due,
     step_period,
 )
@@ -40,14 +42,22 @@ def test_admit_checks_every_device_of_the_job() -> None:
 
 def test_drain_model_starts_from_the_site_default_and_learns_from_anchors() -> None:
     model = DrainModel(default=60.0, weight=0.5)
-    assert model.eta("fez", positions=3, waited=0.0) == 240.0  # (3 + 1) x 60
+    assert model.eta("fez", positions=3, waited=0.0) == 210.0  # 30 + 3 x 60
+    assert model.eta("fez", positions=0, waited=0.0) == 30.0   # half a service in progress
     assert model.eta("fez", positions=None, waited=0.0) is None
-    model.learn("fez", positions=3, seconds=40.0)               # 10 s per position
+    model.learn("fez", positions=0, seconds=10.0)               # nothing ahead: the base
+    assert model.base("fez") == 10.0
+    assert model.per_position("fez") == 60.0
+    model.learn("fez", positions=3, seconds=40.0)               # (40 - 10) / 3 per job
     assert model.per_position("fez") == 10.0
-    model.learn("fez", positions=0, seconds=30.0)               # moving average
+    model.learn("fez", positions=1, seconds=40.0)               # moving average with 30
     assert model.per_position("fez") == pytest.approx(20.0)
+    model.learn("fez", positions=0, seconds=0.0)                # an idle device
+    assert model.base("fez") == pytest.approx(5.0)
+    assert model.eta("fez", positions=2, waited=0.0) == pytest.approx(45.0)
     assert model.eta("fez", positions=1, waited=100.0) == 0.0   # never negative
     assert model.per_position("other") == 60.0                  # per device
+    assert model.base("other") == 30.0
 
 
 def test_ready_releases_only_on_the_vendor_grant() -> None:
@@ -147,3 +157,19 @@ def test_keepalive_between_the_grant_and_the_job_start() -> None:
     assert keepalive_due(job, 1060.0, idle_timeout=60)           # every half timeout
     job.times["start"] = 1061.0
     assert not keepalive_due(job, 2000.0, idle_timeout=60)       # the job's tasks take over
+
+
+def test_a_grant_is_given_back_only_when_waiting_again_is_cheaper_than_idling() -> None:
+    job = _job()
+    # Fluxion starts the job within half the idle timeout: keep the grant.
+    assert not give_back_due(job, lead=25.0, requeue_wait=5.0, idle_timeout=60.0)
+    # 200 s of idle session against 40 s back in the vendor's queue: give it back.
+    assert give_back_due(job, lead=200.0, requeue_wait=40.0, idle_timeout=60.0)
+    # Queueing again would take longer than the session would idle: keep it.
+    assert not give_back_due(job, lead=200.0, requeue_wait=3600.0, idle_timeout=60.0)
+    # Unknown start or vendor wait: keep it.
+    assert not give_back_due(job, lead=None, requeue_wait=40.0, idle_timeout=60.0)
+    assert not give_back_due(job, lead=200.0, requeue_wait=None, idle_timeout=60.0)
+    # Never more than MAX_GIVEBACKS times for one job.
+    job.givebacks = MAX_GIVEBACKS
+    assert not give_back_due(job, lead=200.0, requeue_wait=40.0, idle_timeout=60.0)

@@ -117,6 +117,44 @@ def test_ready_job_is_held_until_the_vendor_grants_then_runs_with_its_session(en
     server.set(initial_queue=0)
 
 
+def test_grant_given_back_when_the_nodes_were_taken_meanwhile(env) -> None:
+    """The anchor goes in while the nodes are free; a classical job takes them before the
+    vendor grants. The agent gives the grant back (closes the session instead of keeping
+    the QPU idle and billed for 30 minutes), queues again once the nodes are coming
+    free, and the job runs in its second session."""
+    inst, server, work = env
+    server.reset()
+    server.set(initial_queue=3, arrival_rate=0.0)  # ~60 model s (2 s) until the grant
+    blocker = None
+    try:
+        jobid = inst.run(["flux", "submit", "-N1", "--qpu-device=ibm_fez", sys.executable,
+                          str(work / "task.py")]).stdout.strip()
+        _until(lambda: _memo(inst, jobid).get("state") == "anchored", what="anchored")
+        blocker = inst.run(["flux", "submit", "-N2", "-t", "30m", "sleep", "600"]
+                           ).stdout.strip()
+        _until(lambda: "grant given back" in (_memo(inst, jobid).get("why") or ""),
+               what="the grant given back")
+        first = _ops(server, "acquire")[0]["session_id"]
+        _until(lambda: first in [e["session_id"] for e in _ops(server, "release")],
+               what="the first session closed")
+        assert "alloc" not in [e["name"] for e in _events(inst, jobid)]
+        inst.run(["flux", "cancel", blocker])
+        info = inst.wait_job(jobid)
+        assert info["result"] == "COMPLETED"
+        sessions = [e["session_id"] for e in _ops(server, "acquire")]
+        assert len(sessions) == 2, sessions
+        seen = json.loads(inst.run(["flux", "job", "attach", jobid], check=False
+                                   ).stdout.splitlines()[-1])
+        assert seen["ibm_fez_QRMI_JOB_ACQUISITION_TOKEN"] == sessions[1]
+        sims = {s["id"]: s for s in server.log()["sim_sessions"]}
+        assert sims[first]["activated"] is not None and sims[first]["timeouts"] == 0
+        _balanced(server)
+    finally:
+        if blocker:
+            inst.run(["flux", "cancel", blocker], check=False)
+        server.set(initial_queue=0)
+
+
 def test_cancel_while_held_cancels_the_anchor_and_closes_the_session(env) -> None:
     inst, server, work = env
     server.reset()

@@ -6,9 +6,11 @@ tested on its own:
 * :func:`admit` — may the agent open a vendor session for this job now? (the device is
   up, a session slot is free, and the session would not go idle before Fluxion can start
   the job);
-* :class:`DrainModel` — how fast a device's queue drains (seconds per queue position,
-  learnt from anchors, or the site's default);
+* :class:`DrainModel` — how long an anchor waits in a device's queue (a base wait plus
+  seconds per queued job ahead, learnt from anchors, or the site's default);
 * :func:`step_period` — how often the agent moves held jobs (polls their anchors);
+* :func:`give_back_due` — at the vendor's grant, is Fluxion too far from starting the
+  job to keep the session waiting for it?
 * :func:`release_due` — should a held job be released now? ``ready``: when the vendor has
   granted the device; ``predicted``: when the vendor's predicted grant is no further away
   than Fluxion's predicted start of the job.
@@ -51,6 +53,8 @@ class HybridJob:
     by_hand: bool = False                   # a user released the held job themselves
     result: str | None = None               # completed, failed, canceled, timeout
     keepalives: int = 0                     # anchors queued after the grant (see keepalive_due)
+    givebacks: int = 0                      # grants given back (see give_back_due)
+    given_back_s: dict[str, float] = field(default_factory=dict)  # their billed seconds
     down_hold: bool = False                 # a `now` job held while its devices are down
     candidates: list[str] = field(default_factory=list)  # devices Fluxion may pick from
     times: dict[str, float] = field(default_factory=dict)  # submit, opened, anchored, ...
@@ -131,30 +135,51 @@ def admit(job: HybridJob, views: dict[str, DeviceView]) -> str | None:
 
 
 class DrainModel:
-    """Seconds per vendor queue position, per device: the site default until anchors have
-    been granted, then a moving average of what the anchors saw."""
+    """How long an anchor waits in a device's vendor queue, per device:
+    ``base + positions × per_position``.
+
+    ``base`` is the wait with nothing queued ahead (the job in service, if any, has to
+    finish: half a service on average, nothing on an idle device); ``per_position`` what
+    each queued job ahead adds. Both start from the site's default (``base`` from half
+    of it) and follow the anchors' waits as moving averages: a grant with nothing ahead
+    teaches ``base``, one behind ``n`` jobs teaches ``per_position`` (what the wait had
+    beyond ``base``, per job). Counting the job in service as a whole position — the
+    first version — overestimated short queues by most of a service: the grant came
+    that much before Fluxion could start the job (``benchmarks/bench_two_queue.py``).
+    """
 
     def __init__(self, default: float = 60.0, weight: float = 0.3):
         self.default = default
         self.weight = weight
         self._rate: dict[str, float] = {}
+        self._base: dict[str, float] = {}
 
     def per_position(self, device: str) -> float:
         return self._rate.get(device, self.default)
 
+    def base(self, device: str) -> float:
+        return self._base.get(device, self.default / 2)
+
+    def _average(self, table: dict[str, float], device: str, sample: float) -> None:
+        old = table.get(device)
+        table[device] = sample if old is None else (1 - self.weight) * old + \
+            self.weight * sample
+
     def learn(self, device: str, positions: int, seconds: float) -> None:
         """An anchor queued behind ``positions`` jobs was granted after ``seconds``."""
-        sample = max(0.0, seconds) / max(1, positions + 1)
-        old = self._rate.get(device)
-        self._rate[device] = sample if old is None else (1 - self.weight) * old + \
-            self.weight * sample
+        seconds = max(0.0, seconds)
+        if positions <= 0:
+            self._average(self._base, device, seconds)
+        else:
+            self._average(self._rate, device,
+                          max(0.0, seconds - self.base(device)) / positions)
 
     def eta(self, device: str, positions: int | None, waited: float) -> float | None:
         """Predicted seconds until an anchor queued behind ``positions`` jobs ``waited``
         seconds ago is granted."""
         if positions is None:
             return None
-        return max(0.0, (positions + 1) * self.per_position(device) - waited)
+        return max(0.0, self.base(device) + positions * self.per_position(device) - waited)
 
 
 def release_due(job: HybridJob, granted: bool, margin: float = 1.0) -> bool:
@@ -185,6 +210,30 @@ def anchor_due(lead: float | None, vendor_wait: float | None, idle_timeout: floa
     if lead is None or vendor_wait is None:
         return True
     return lead <= vendor_wait + idle_timeout / 4
+
+
+#: Grants one job may give back before it keeps whatever the vendor grants.
+MAX_GIVEBACKS = 2
+
+
+def give_back_due(job: HybridJob, lead: float | None, requeue_wait: float | None,
+                  idle_timeout: float) -> bool:
+    """Whether to give a fresh vendor grant back (close the session, queue again later)
+    instead of releasing the job into Fluxion's queue.
+
+    The anchor was queued when Fluxion predicted the job's start near the predicted
+    grant, but both predictions err: jobs end before their time limits, so nodes free up
+    early and are taken by other jobs (backfill) while the anchor still waits. If, at the
+    grant, Fluxion now predicts the job starts more than half the idle timeout later
+    (``lead``), keeping the session would leave the QPU idle and billed — keepalive
+    anchors — for all of that time. Giving it back costs a new wait in the vendor's queue
+    (``requeue_wait``, predicted): worth it only when that wait is shorter than the time
+    the session would idle, and at most :data:`MAX_GIVEBACKS` times per job (after that
+    the job keeps its grant, whatever it costs).
+    """
+    if lead is None or requeue_wait is None or job.givebacks >= MAX_GIVEBACKS:
+        return False
+    return lead > idle_timeout / 2 and requeue_wait < lead
 
 
 def keepalive_due(job: HybridJob, now: float, idle_timeout: float) -> bool:

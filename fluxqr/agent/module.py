@@ -55,6 +55,7 @@ from fluxqr.agent.jobs import (
     HybridJob,
     admit,
     anchor_due,
+    give_back_due,
     keepalive_due,
     release_due,
     step_period,
@@ -563,7 +564,7 @@ class FluxqrModule(BrokerModule):
             in_use = sum(1 for j in self.jobs.values() if j.jobid != exclude and
                          dev.name in j.devices and j.phase != "done" and
                          (dev.name in j.tokens or (j.jobid, "open") in self._busy or
-                          j.phase == "opening"))
+                          (j.jobid, "give-back") in self._busy or j.phase == "opening"))
             views[dev.name] = DeviceView(
                 up=state.up if state else True, slots=dev.sessions, in_use=in_use,
                 reason=(state.properties.get("down_reason", "") if state else ""))
@@ -639,6 +640,8 @@ class FluxqrModule(BrokerModule):
             self._update_memo(job)
             return
         if job.phase == "waiting":
+            if (job.jobid, "give-back") in self._busy:
+                return  # its last session is still closing
             why = admit(job, self._views(job.jobid))
             if why:
                 if why != job.why:
@@ -803,24 +806,69 @@ class FluxqrModule(BrokerModule):
             known = [e for e in etas if e is not None]
             job.eta = max(known) if known else None
             if granted:
-                job.mark("granted")
                 for d in devices:
                     self.drain.learn(d, job.queue.get(d) or 0, waited)
-                    self._account("session_event", job.jobid, d, "activated")
 
             def decide() -> None:
-                if job.phase == "anchored" and release_due(job, granted, margin=self._step):
+                if job.phase != "anchored":
+                    return
+                if granted and give_back_due(
+                        job, job.lead, max((e for e in (self.drain.eta(
+                            d, job.queue.get(d), 0.0) for d in devices) if e is not None),
+                            default=None), self._ttl(job)):
+                    self._give_back(job)
+                    return
+                if granted:
+                    job.mark("granted")
+                    for d in devices:
+                        self._account("session_event", job.jobid, d, "activated")
+                if release_due(job, granted, margin=self._step):
                     job.phase = "granted" if granted else job.phase
                     self._release(job)
                 else:
                     self._update_memo(job)
 
-            if job.start == "predicted" and not granted:
-                self._lead(job, decide)
+            if granted or job.start == "predicted":
+                self._lead(job, decide)  # where Fluxion is now: keep the grant, or not
             else:
                 decide()
 
         self._work((job.jobid, "poll"), poller, done)
+
+    def _give_back(self, job: HybridJob) -> None:
+        """Close a just-granted session whose job Fluxion cannot start soon, and send the
+        job back to wait for a session slot and a new anchor (:func:`give_back_due`)."""
+        tokens, anchors = dict(job.tokens), dict(job.anchors)
+        job.givebacks += 1
+        job.tokens, job.anchors = {}, {}
+        job.phase = "waiting"
+        for key in ("opening", "opened", "anchored"):
+            job.times.pop(key, None)
+        job.why = (f"grant given back: the vendor granted the device but Fluxion predicts "
+                   f"the job's start in {job.lead:.0f} s (queued again)")
+        self.log.info(f"fluxqr: job {job.jobid}: {job.why}")
+        self._save(job)
+        self._update_memo(job)
+
+        def closer() -> dict[str, float]:
+            billed = {}
+            for d, token in tokens.items():
+                if d in anchors:
+                    self._side(d).cancel(anchors[d])
+                self._side(d).close(token)
+                info = self._side(d).session(token)
+                if info and isinstance(info.get("elapsed_time"), int | float):
+                    billed[d] = float(info["elapsed_time"])
+            return billed
+
+        def done(billed: Any, error: BaseException | None) -> None:
+            if error is not None:
+                self.log.error(f"fluxqr: job {job.jobid}: giving a grant back: {error}")
+            for d, seconds in (billed or {}).items():
+                job.given_back_s[d] = job.given_back_s.get(d, 0.0) + seconds
+            self._save(job)
+
+        self._work((job.jobid, "give-back"), closer, done)
 
     def _release(self, job: HybridJob) -> None:
         self._jobspecs.pop(job.jobid, None)  # Fluxion takes it from here
@@ -926,6 +974,8 @@ class FluxqrModule(BrokerModule):
             errors, usage = result if result else ([], {})
             errors = list(errors) + ([str(error)] if error else [])
             for d, (seconds, tasks) in usage.items():
+                if seconds is not None:  # sessions given back were billed too
+                    seconds += job.given_back_s.get(d, 0.0)
                 self._account("record_usage", job.jobid, d, qpu_seconds=seconds, tasks=tasks)
             for d in tokens:
                 self._account("session_event", job.jobid, d, "closed")
