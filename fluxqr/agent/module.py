@@ -37,6 +37,7 @@ or module reload.
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import logging
 import os
@@ -69,6 +70,8 @@ ENDING = ("finish", "clean")
 #: sends no others, so a classical job costs the agent five messages, not a dozen
 #: (validate, depend, priority, memo, release, free ... are never sent)
 JOURNAL_EVENTS = ("submit", "urgency", "alloc", "start", "exception", *ENDING)
+#: seconds each job's vendor close may take at instance shutdown (the broker waits)
+SHUTDOWN_DEADLINE = 10.0
 
 
 class _BrokerLogHandler(logging.Handler):
@@ -216,8 +219,6 @@ class FluxqrModule(BrokerModule):
     def _braket_usage(self, grant: Any) -> None:
         """Account the Braket tasks a job created through the gateway: read back from
         Braket with the site key (a worker thread), then record per device."""
-        from fluxqr.devices.braket_adapter import usage
-
         gateway = self.gateway
 
         def done(result: Any, error: BaseException | None) -> None:
@@ -225,15 +226,20 @@ class FluxqrModule(BrokerModule):
                 self.log.error(f"fluxqr: job {grant.jobid}: Braket usage not read: "
                                f"{type(error).__name__}")
                 return
-            for name, facts in (result or {}).items():
-                dev = facts["device"]
-                used = usage(str(dev.params["device"]), dev.params.get("price"),
-                             facts["tasks"])
-                self._account("record_usage", grant.jobid, name, tasks=used["tasks"],
-                              shots=used["shots"], qpu_seconds=used["qpu_seconds"],
-                              cost=used["cost"])
+            self._record_braket(grant.jobid, result)
 
         self._work((grant.jobid, "braket-usage"), lambda: gateway.braket_usage(grant), done)
+
+    def _record_braket(self, jobid: int, result: Any) -> None:
+        """Record what :meth:`Gateway.braket_usage` read, per device."""
+        from fluxqr.devices.braket_adapter import usage
+
+        for name, facts in (result or {}).items():
+            dev = facts["device"]
+            used = usage(str(dev.params["device"]), dev.params.get("price"), facts["tasks"])
+            self._account("record_usage", jobid, name, tasks=used["tasks"],
+                          shots=used["shots"], qpu_seconds=used["qpu_seconds"],
+                          cost=used["cost"])
 
     def _open_ledger(self, conf: dict[str, Any]) -> None:
         """The QPU accounting ledger; a broken one is reported and accounting is off."""
@@ -892,12 +898,15 @@ class FluxqrModule(BrokerModule):
             if task and task not in job.own_tasks.setdefault(d, []):
                 job.own_tasks[d].append(task)
 
-    def _close(self, job: HybridJob, why: str) -> None:
+    def _closer(self, job: HybridJob) -> Callable[[], tuple[list[str], dict[str, Any]]]:
+        """The vendor side of closing ``job`` (blocking: run it in a worker thread):
+        cancel its anchors, close its sessions, read what the vendor billed. Returns
+        (errors, usage: device -> (QPU seconds or None, the user's task count or None))."""
         anchors, tokens = dict(job.anchors), dict(job.tokens)
         own = {d: {*job.own_tasks.get(d, ()), *([anchors[d]] if d in anchors else [])}
                for d in tokens}
 
-        def closer() -> list[str]:
+        def closer() -> tuple[list[str], dict[str, Any]]:
             errors = []
             for d, anchor in anchors.items():
                 try:
@@ -922,13 +931,23 @@ class FluxqrModule(BrokerModule):
                                 tasks)
             return errors, usage
 
+        return closer
+
+    def _account_close(self, job: HybridJob, devices: Any, usage: dict[str, Any]) -> None:
+        """Record what :meth:`_closer` read, and the sessions of ``devices`` as closed."""
+        for d, (seconds, tasks) in usage.items():
+            self._account("record_usage", job.jobid, d, qpu_seconds=seconds, tasks=tasks)
+        for d in devices:
+            self._account("session_event", job.jobid, d, "closed")
+
+    def _close(self, job: HybridJob, why: str) -> None:
+        anchors, tokens = dict(job.anchors), dict(job.tokens)
+        closer = self._closer(job)
+
         def done(result: Any, error: BaseException | None) -> None:
             errors, usage = result if result else ([], {})
             errors = list(errors) + ([str(error)] if error else [])
-            for d, (seconds, tasks) in usage.items():
-                self._account("record_usage", job.jobid, d, qpu_seconds=seconds, tasks=tasks)
-            for d in tokens:
-                self._account("session_event", job.jobid, d, "closed")
+            self._account_close(job, tokens, usage)
             if errors:
                 job.why = f"closing failed: {errors[0]}"
                 self.log.error(f"fluxqr: job {job.jobid}: {'; '.join(errors)}")
@@ -1107,30 +1126,62 @@ class FluxqrModule(BrokerModule):
         self.stop()
 
     def _close_all_now(self) -> None:
-        """Synchronously close everything (instance shutdown): the reactor is stopping."""
-        for job in self.jobs.values():
-            for d, anchor in job.anchors.items():
+        """Close everything and account it, synchronously (instance shutdown: the reactor
+        has stopped). Every job's gateway access ends first; then each job's vendor work
+        (:meth:`_closer`, Braket usage) runs in a worker with :data:`SHUTDOWN_DEADLINE`
+        seconds per job: a hung vendor delays the broker's exit by that much at most, and
+        a job it could not close keeps its record for the next load's sweep. Jobs that
+        held nodes end here (the instance kills them); pending ones stay queued."""
+        from concurrent.futures import TimeoutError as Timeout
+
+        from fluxqr.devices import _POOL
+
+        jobs = [j for j in self.jobs.values() if j.phase != "done"]
+        grants = {}
+        for job in jobs:
+            grant = self.gateway.revoke(job.jobid) if self.gateway is not None else None
+            if grant is not None and grant.tasks:
+                grants[job.jobid] = grant
+        for job in jobs:
+            devices = list(job.tokens)
+            if job.tokens or job.anchors:
                 try:
-                    self._side(d).cancel(anchor)
-                except Exception:  # noqa: BLE001, S110 - best effort at shutdown
-                    pass
-            for d, token in list(job.tokens.items()):
+                    errors, usage = _POOL.submit(self._closer(job)).result(SHUTDOWN_DEADLINE)
+                except Timeout:
+                    errors, usage = [f"no answer within {SHUTDOWN_DEADLINE:g} s"], {}
+                except Exception as exc:  # noqa: BLE001 - the next job still closes
+                    errors, usage = [str(exc)], {}
+                self._account_close(job, devices, usage)
+                if errors:
+                    self.log.error(f"fluxqr: job {job.jobid}: closing at shutdown: "
+                                   f"{'; '.join(errors)}")
+                else:
+                    job.tokens, job.anchors = {}, {}
+                    if self.store is not None:
+                        self.store.delete(str(job.jobid))
+            if job.jobid in grants and self.gateway is not None:
                 try:
-                    self._side(d).close(token)
-                    del job.tokens[d]
-                except Exception as exc:  # noqa: BLE001
-                    self.log.error(f"fluxqr: job {job.jobid}: release of {d} failed: {exc}")
-            if not job.tokens and self.store is not None:
-                self.store.delete(str(job.jobid))
+                    read = functools.partial(self.gateway.braket_usage, grants[job.jobid])
+                    self._record_braket(job.jobid,
+                                        _POOL.submit(read).result(SHUTDOWN_DEADLINE))
+                except Exception as exc:  # noqa: BLE001 - incl. the timeout
+                    self.log.error(f"fluxqr: job {job.jobid}: Braket usage not read at "
+                                   f"shutdown: {type(exc).__name__}")
+            if "alloc" in job.times:  # it held nodes: the instance's end is the job's end
+                for d in job.devices:
+                    if d not in job.refs:  # no vendor session: charged wall time until now
+                        self._account("session_event", job.jobid, d, "closed")
+                self._account("job_ended", job.jobid, job.result or "canceled",
+                              reason="instance shutdown")
 
     def run(self) -> None:
         try:
             super().run()
         finally:
+            if self._terminated and self.inventory is not None:
+                self._close_all_now()  # revokes each job's gateway access first
             if self.gateway is not None:
                 self.gateway.stop()  # every job token dies with the agent
-            if self._terminated and self.inventory is not None:
-                self._close_all_now()
             logging.getLogger("fluxqr").removeHandler(self._handler)
             for watcher in (self._refresh_timer, self._tick, self._fdw, self._sigterm):
                 if watcher is not None:
