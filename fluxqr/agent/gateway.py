@@ -53,7 +53,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -437,6 +437,9 @@ class Gateway:
     def __init__(self, bind: tuple[str, int], owner: int, advertise: str | None = None):
         self.owner = owner
         self.read_timeout = READ_TIMEOUT
+        #: called with a job id (from a handler thread) when the job created a Braket task,
+        #: so the agent can persist the task's ARN (its usage is read at the job's end)
+        self.on_task: Callable[[int], None] | None = None
         self._lock = threading.Lock()
         self._upstreams: dict[str, Upstream] = {}
         self._braket: dict[str, BraketUpstream] = {}   # device ARN -> its site account
@@ -520,6 +523,32 @@ class Gateway:
             for bearer in [b for b, (g, _) in self._bearers.items() if g is grant]:
                 del self._bearers[bearer]
             return grant
+
+    def tasks(self, jobid: int) -> list[dict[str, Any]]:
+        """The Braket tasks the job created (what :meth:`restore` takes back): ARNs,
+        devices, shots and result folders, no secret."""
+        with self._lock:
+            grant = self._grants.get(jobid)
+            return [dict(t) for t in grant.tasks.values()] if grant else []
+
+    def restore(self, jobid: int, tasks: Iterable[Any]) -> int:
+        """Give the job's grant back the tasks a previous agent saw it create (after a
+        reload), so that its tasks are the job's again and are accounted at its end.
+        Malformed entries are skipped; returns how many were taken."""
+        taken = 0
+        with self._lock:
+            grant = self._grants.get(jobid)
+            if grant is None:
+                return 0
+            for task in tasks:
+                if not (isinstance(task, dict) and isinstance(task.get("arn"), str) and
+                        isinstance(task.get("device"), str)):
+                    continue
+                keep = {k: task.get(k) for k in ("arn", "device", "shots", "bucket",
+                                                 "directory")}
+                grant.tasks.setdefault(task["arn"], keep)
+                taken += 1
+        return taken
 
     def jobids(self) -> list[int]:
         with self._lock:
@@ -665,8 +694,16 @@ class Gateway:
                                                         grant.access_key)
         if 200 <= status < 300:
             with self._lock:
+                known = len(grant.tasks)
                 if grant.live:
                     self.braket_policy.learn(grant, scope.service, method, parts, body, reply)
+                created = len(grant.tasks) > known
+            if created and self.on_task is not None:
+                try:
+                    self.on_task(grant.jobid)
+                except Exception as exc:  # noqa: BLE001 - the task's request succeeded
+                    log.error("fluxqr gateway: job %s: task not recorded: %s", grant.jobid,
+                              type(exc).__name__)
         return status, reply, ctype, extra
 
     def _forward_aws(self, up: BraketUpstream, service: str, region: str, method: str,

@@ -206,9 +206,50 @@ class FluxqrModule(BrokerModule):
                                f"{bind[0]}:{bind[1]}: {exc.strerror or exc}; hybrid tasks "
                                f"get no vendor access")
                 return
+            self.gateway.on_task = self._task_created
             self.log.info(f"fluxqr: credential gateway at {self.gateway.url}")
         if self.gateway is not None:
             self.gateway.configure(self.inventory)
+
+    def _task_created(self, jobid: int) -> None:
+        """(A gateway thread) the job created a Braket task: save the job's record, with
+        the task's ARN, from the reactor (the next agent accounts it if this one stops)."""
+        def save(_result: Any, _error: BaseException | None) -> None:
+            job = self.jobs.get(jobid)
+            if job is not None and job.phase not in ("ending", "done"):
+                self._save(job)
+
+        self._posts.put(((jobid, "braket-task"), save, None, None))
+        try:
+            os.write(self._wfd, b"x")
+        except OSError:
+            pass  # the agent is stopping: it accounts the grant itself
+
+    def _regrant(self, job: HybridJob, js: Any, devices: list[str]) -> None:
+        """A re-adopted job's Braket tasks (saved by the previous agent): its new grant
+        holds them again, so they are its own and accounted at its end. The previous
+        agent's key died with it: the job's tasks ask for a new one."""
+        tasks = (js.extra or {}).get("braket") or []
+        if not tasks or self.gateway is None or self.inventory is None:
+            return
+        try:
+            devs = [self.inventory.get(d) for d in devices]
+        except (FluxqrError, KeyError):
+            devs = []
+        if self.gateway.grant(job.jobid, job.userid, devs, job.tokens) is not None:
+            self.gateway.restore(job.jobid, tasks)
+
+    def _ended_braket(self, jobid: int, js: Any) -> None:
+        """Account the Braket tasks of a job that ended while no agent ran."""
+        from fluxqr.agent.gateway import Grant
+
+        grant = Grant(jobid, js.userid if js.userid is not None else -1, "", {}, {},
+                      live=False)
+        for task in (js.extra or {}).get("braket") or []:
+            if isinstance(task, dict) and isinstance(task.get("arn"), str):
+                grant.tasks[task["arn"]] = task
+        if grant.tasks and self.gateway is not None:
+            self._braket_usage(grant)
 
     def _revoke(self, job: HybridJob) -> None:
         if self.gateway is not None:
@@ -542,6 +583,7 @@ class FluxqrModule(BrokerModule):
                             job.phase = "released"
                 else:
                     job.tokens = {r.device: r.token for r in js.records if r.token}
+                self._regrant(job, js, job.devices or [r.device for r in js.records])
         for job in list(self.jobs.values()):
             if job.phase == "ending":
                 self._close(job, "ended while no agent was running")
@@ -972,6 +1014,7 @@ class FluxqrModule(BrokerModule):
         self._work((job.jobid, "close"), closer, done)
 
     def _close_stored(self, jobid: int, js: Any, why: str) -> None:
+        self._ended_braket(jobid, js)
         job = HybridJob.from_dict((js.extra or {}).get("agent") or {
             "jobid": jobid, "userid": js.userid or -1, "start": "now", "devices": []})
         for rec in js.records:
@@ -1012,9 +1055,12 @@ class FluxqrModule(BrokerModule):
 
         records = [SessionRecord(d, self.inventory.get(d).adapter if self.inventory else "?",
                                  job.mode, token=job.tokens.get(d)) for d in job.devices]
+        extra: dict[str, Any] = {"agent": job.to_dict()}
+        if self.gateway is not None and (tasks := self.gateway.tasks(job.jobid)):
+            extra["braket"] = tasks  # ARNs, not secrets: accounted by the next agent
         js = JobSessions(str(job.jobid), records, duration=job.duration,
                          devices_file=self.settings.get("devices"), userid=job.userid,
-                         extra={"agent": job.to_dict()})
+                         extra=extra)
         try:
             self.store.save(js)
         except OSError as exc:
