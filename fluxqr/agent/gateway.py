@@ -33,7 +33,9 @@ those tasks' result directories only; nothing else), re-signs with the site key 
 forwards to the endpoint botocore resolves for the site (``AWS_ENDPOINT_URL_*`` in the
 agent's environment are honoured). At the job's end :meth:`Gateway.revoke` returns the
 grant, whose tasks :meth:`Gateway.braket_usage` reads back (with the site key) for
-accounting.
+accounting. The agent hears of each new task (:attr:`Gateway.on_task`) and saves the
+job's task ARNs (:meth:`Gateway.tasks`; no secret) in its session record, so that an
+agent reloaded meanwhile gives them back to the job's new grant (:meth:`Gateway.restore`).
 
 On a loopback connection the gateway also checks who is calling: the socket's owner
 (from ``/proc/net/tcp``) must be the job's owner or the instance owner, so a token
