@@ -10,6 +10,7 @@ import io
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fluxinst import FluxInstance, build_r, requires_flux
@@ -98,3 +99,123 @@ def test_default_database_is_under_the_instance(tmp_path: Path) -> None:
         assert path == str(Path(statedir or rundir) / "fluxqr" / "accounting.db")
         result = inst.run(["flux", "qr", "usage", "--format", "json"])
         assert json.loads(result.stdout)["jobs"] == []
+
+
+#: A hybrid task that submits N sampler jobs into its session (the real qrmi client,
+#: through the credential gateway), waits for them, says so, then runs until killed.
+BUSY = r"""
+import json, sys, time
+import qrmi
+qasm = ('OPENQASM 3.0; include "stdgates.inc"; bit[1] c; qubit[1] q; '
+        'c[0] = measure q[0];')
+ids = []
+for r in qrmi.QRMIService().resources():
+    for _ in range(int(sys.argv[1])):
+        ids.append(r.task_start(qrmi.Payload.QiskitPrimitive(input=json.dumps(
+            {"pubs": [[qasm]], "shots": 1, "version": 2}), program_id="sampler")))
+    deadline = time.monotonic() + 60  # a hang guard
+    while time.monotonic() < deadline and any(
+            str(r.task_status(t)).rsplit(".", 1)[-1] in ("Queued", "Running") for t in ids):
+        time.sleep(0.2)
+print(json.dumps(ids), flush=True)
+time.sleep(3600)
+"""
+
+
+KEY_VAR, SECRET = "FLUXQR_TEST_IBM_KEY", "qcs-apikey-5hutd0wn"
+
+
+def _ibm_instance(tmp_path: Path, server: Any, db: Path) -> FluxInstance:
+    import yaml
+
+    devices = tmp_path / "devices.yaml"
+    devices.write_text(yaml.safe_dump({"version": 1, "devices": [
+        {"name": "ibm_fez", "adapter": "qrmi", "qubits": 156, "vendor": "ibm",
+         "timeout": 30, "params": {"resource_id": "ibm_fez", "resource_type":
+                                   "ibm-quantum-compute-service",
+                                   "config": server.qrmi_config()},
+         "credentials": {"QRMI_IBM_QCS_IAM_APIKEY": KEY_VAR}}]}))
+    return FluxInstance(tmp_path / "i", build_r(tmp_path / "R.json", devices=devices),
+                        hosts="node[0-1]", devices=devices, env={KEY_VAR: SECRET},
+                        config=f'accounting-db = "{db}"\n', agent_args=("interval=1",))
+
+
+def _sessions(log: dict[str, Any], op: str) -> list[str]:
+    return [e["session_id"] for e in log["sessions"] if e["op"] == op]
+
+
+def test_instance_shutdown_accounts_a_held_jobs_session(tmp_path: Path) -> None:
+    """A hybrid job is held (its anchor queued behind 500 others) when the instance stops:
+    the agent closes its IBM session at shutdown, and the ledger (read after the instance
+    is gone) has it closed and charged what the vendor billed; the job, still queued, has
+    not ended."""
+    import time
+
+    from flux.job import JobID
+    from standins.qcs_server import QCSStandIn
+
+    db = tmp_path / "state" / "accounting.db"
+    with QCSStandIn("fake_fez", apikey=SECRET, time_scale=30.0, initial_queue=500) as server:
+        inst = _ibm_instance(tmp_path, server, db).start()
+        try:
+            jobid = inst.run(["flux", "submit", "-N1", "--qpu-device=ibm_fez", "true"]
+                             ).stdout.strip()
+            deadline = time.monotonic() + 120  # a hang guard
+            while time.monotonic() < deadline and ((inst.job_info(jobid).get("annotations")
+                                                    or {}).get("user") or {}).get(
+                    "qpu", {}).get("state") != "anchored":
+                time.sleep(0.3)
+        finally:
+            inst.stop()
+        log = server.log()
+    acquired = _sessions(log, "acquire")
+    assert len(acquired) == 1 and _sessions(log, "release") == acquired, log["sessions"]
+    billed = {s["id"]: s["billed"] / 30.0 for s in log["sim_sessions"]}[acquired[0]]
+    with accounting.Ledger(db, create=False) as led:
+        rows = [r for r in led.usage() if r["jobid"] == int(JobID(jobid))]
+    assert len(rows) == 1, rows
+    row = rows[0]
+    assert row["device"] == "ibm_fez" and row["opened"] is not None, row
+    assert row["closed"] is not None and row["exit"] is None, row
+    assert row["source"] == "vendor" and row["qpu_seconds"] == pytest.approx(billed, abs=1e-6)
+    assert row["tasks"] == 0, row  # the agent's anchor is not the user's
+
+
+def test_instance_shutdown_accounts_the_running_jobs_sessions(tmp_path: Path) -> None:
+    """A hybrid job is still running when the instance stops: the ledger (read after the
+    instance is gone) has the job ended, its session closed, charged what the vendor
+    billed, with the user's tasks."""
+    import time
+
+    from flux.job import JobID
+    from standins.qcs_server import QCSStandIn
+
+    db = tmp_path / "state" / "accounting.db"
+    with QCSStandIn("fake_fez", apikey=SECRET, time_scale=30.0) as server:
+        (tmp_path / "busy.py").write_text(BUSY)
+        out = tmp_path / "busy.out"
+        inst = _ibm_instance(tmp_path, server, db).start()
+        try:
+            jobid = inst.run(["flux", "submit", "-N1", "--qpu-device=ibm_fez",
+                              f"--output={out}", sys.executable, str(tmp_path / "busy.py"),
+                              "2"]).stdout.strip()
+            deadline = time.monotonic() + 180  # a hang guard
+            while time.monotonic() < deadline and not (out.exists() and out.read_text()):
+                time.sleep(0.3)
+            submitted = json.loads(out.read_text().splitlines()[-1])
+            assert len(set(submitted)) == 2
+        finally:
+            inst.stop()
+        log = server.log()
+    acquired = _sessions(log, "acquire")
+    assert len(acquired) == 1 and _sessions(log, "release") == acquired, log["sessions"]
+    billed = {s["id"]: s["billed"] / 30.0 for s in log["sim_sessions"]}[acquired[0]]
+    assert billed > 0
+    with accounting.Ledger(db, create=False) as led:
+        rows = [r for r in led.usage() if r["jobid"] == int(JobID(jobid))]
+    assert len(rows) == 1, rows
+    row = rows[0]
+    assert row["device"] == "ibm_fez" and row["exit"] == "canceled", row
+    assert row["closed"] is not None and row["t_inactive"] is not None, row
+    assert row["source"] == "vendor" and row["qpu_seconds"] == pytest.approx(billed, abs=1e-6)
+    assert row["tasks"] == 2, row

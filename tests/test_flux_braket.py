@@ -111,3 +111,64 @@ def test_bell_on_braket_through_the_gateway_is_accounted(env) -> None:
     table = inst.run(["flux", "qr", "usage", "--since", "1d"]).stdout
     assert "sv1" in table
     assert SITE_SECRET not in inst.run(["flux", "dmesg"]).stdout
+
+
+#: Runs a Bell circuit, says so, then waits (for the agent's reload) until told to end.
+WAITER = r"""
+import json, os, sys, time, fluxqr
+from braket.circuits import Circuit
+task = fluxqr.allocation()[0].backend(sdk="braket").run(Circuit().h(0).cnot(0, 1), shots=100)
+task.result()
+print(json.dumps({"arn": task.id}), flush=True)
+deadline = time.monotonic() + 300  # a hang guard
+while not os.path.exists(sys.argv[1]) and time.monotonic() < deadline:
+    time.sleep(0.2)
+"""
+
+
+def test_braket_usage_survives_an_agent_reload(env) -> None:
+    """The agent is reloaded while a Braket job runs: the task ARNs it saved in the job's
+    owner-only record (no secret) let the new agent account the job's tasks at its end."""
+    import os
+    from pathlib import Path
+
+    from flux.job import JobID
+
+    inst, server, work = env
+    (work / "waiter.py").write_text(WAITER)
+    out, go = work / "waiter.out", work / "waiter.go"
+    jobid = inst.run(["flux", "submit", "-N1", "--qpu-device=sv1", "--qpu-start=now",
+                      f"--output={out}", sys.executable, str(work / "waiter.py"), str(go)]
+                     ).stdout.strip()
+    deadline = time.monotonic() + 180  # a hang guard
+    while time.monotonic() < deadline and not (out.exists() and out.read_text().strip()):
+        time.sleep(0.3)
+    arn = json.loads(out.read_text().splitlines()[-1])["arn"]
+    rundir = inst.run(["flux", "getattr", "rundir"]).stdout.strip()
+    record = Path(rundir) / "fluxqr" / f"{int(JobID(jobid))}.json"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and arn not in (record.read_text()
+                                                      if record.exists() else ""):
+        time.sleep(0.2)
+    saved = json.loads(record.read_text())
+    assert [t["arn"] for t in saved["extra"]["braket"]] == [arn]
+    assert os.stat(record).st_mode & 0o077 == 0  # owner-only
+    assert "FLUXQRJOB" not in record.read_text() and SITE_SECRET not in record.read_text()
+    inst.run(["flux", "module", "remove", "fluxqr"])
+    inst.load_agent()
+    go.write_text("")
+    assert inst.wait_job(jobid, timeout=180)["result"] == "COMPLETED"
+    billed = [b for b in server.billing() if b["arn"] == arn]
+    assert len(billed) == 1
+    row: dict = {}
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        data = json.loads(inst.run(["flux", "qr", "usage", "--since", "1d", "--jobs",
+                                    "--format", "json"]).stdout)
+        row = next((r for r in data["jobs"] if r["jobid"] == int(JobID(jobid))), {})
+        if row.get("tasks"):
+            break
+        time.sleep(0.5)
+    assert row.get("tasks") == 1 and row["shots"] == 100, row
+    assert row["qpu_seconds"] == pytest.approx(billed[0]["execution_ms"] / 1000)
+    assert not record.exists()

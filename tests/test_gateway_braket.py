@@ -256,3 +256,28 @@ def test_a_loopback_caller_must_be_the_jobs_owner(site) -> None:
         assert _client(env).get_device(deviceArn=SV1)["deviceArn"] == SV1
     finally:
         other.stop()
+
+
+def test_a_jobs_tasks_are_saved_and_restored_without_secrets(site) -> None:
+    """What the agent saves of a job's tasks (ARNs, no secret) gives a new grant the
+    tasks back: the job may read them again and they are accounted at its end."""
+    gw, inv, srv, _ = site
+    env = _env(gw, inv, 208, ["sv1"])
+    heard: list[int] = []
+    gw.on_task = heard.append
+    try:
+        arn = _create(_client(env))
+    finally:
+        gw.on_task = None
+    assert heard == [208] and srv.wait(arn) == "COMPLETED"
+    saved = json.loads(json.dumps(gw.tasks(208)))  # as the session record stores it
+    assert [t["arn"] for t in saved] == [arn]
+    assert env["AWS_SECRET_ACCESS_KEY"] not in json.dumps(saved)
+    gw.revoke(208)  # the agent is reloaded: the old grant and key are gone
+    env = _env(gw, inv, 208, ["sv1"])
+    assert _code(lambda: _client(env).get_quantum_task(quantumTaskArn=arn))[0] == 403
+    junk = [None, "x", {"arn": 5}, {"arn": "a"}, {"device": SV1}]
+    assert gw.restore(208, [*junk, *saved]) == 1
+    assert _client(env).get_quantum_task(quantumTaskArn=arn)["status"] == "COMPLETED"
+    grant = gw.revoke(208)
+    assert gw.braket_usage(grant)["sv1"]["tasks"][0]["arn"] == arn

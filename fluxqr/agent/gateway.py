@@ -33,7 +33,9 @@ those tasks' result directories only; nothing else), re-signs with the site key 
 forwards to the endpoint botocore resolves for the site (``AWS_ENDPOINT_URL_*`` in the
 agent's environment are honoured). At the job's end :meth:`Gateway.revoke` returns the
 grant, whose tasks :meth:`Gateway.braket_usage` reads back (with the site key) for
-accounting.
+accounting. The agent hears of each new task (:attr:`Gateway.on_task`) and saves the
+job's task ARNs (:meth:`Gateway.tasks`; no secret) in its session record, so that an
+agent reloaded meanwhile gives them back to the job's new grant (:meth:`Gateway.restore`).
 
 On a loopback connection the gateway also checks who is calling: the socket's owner
 (from ``/proc/net/tcp``) must be the job's owner or the instance owner, so a token
@@ -45,6 +47,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import re
 import secrets
 import socket
 import threading
@@ -52,7 +55,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -69,6 +72,15 @@ DEFAULT_ENDPOINT = "https://quantum.cloud.ibm.com/api/v1"
 DEFAULT_IAM_ENDPOINT = "https://iam.cloud.ibm.com"
 #: a request body larger than this is refused (primitive inputs are far smaller)
 MAX_BODY = 64 * 1024 * 1024
+#: the IAM token form (an API key) is tiny; a larger one is refused before parsing
+MAX_FORM = 16 * 1024
+#: seconds a client may take to send its request (headers and body): a client that
+#: announces more bytes than it sends frees its handler thread after this
+READ_TIMEOUT = 60.0
+#: query parameters of a query-string (presigned) SigV4 signature: never accepted, the
+#: gateway authenticates the Authorization header only
+PRESIGN_PARAMS = frozenset({"x-amz-signature", "x-amz-credential", "x-amz-algorithm",
+                            "x-amz-security-token", "x-amz-signedheaders"})
 #: seconds before the real bearer's expiry at which it is renewed
 RENEW_MARGIN = 120.0
 #: request headers passed upstream (Authorization and Service-CRN are the gateway's own)
@@ -100,6 +112,21 @@ def speaks(device: Device) -> bool:
 def speaks_braket(device: Device) -> bool:
     """A Braket ARN device with site-held credentials and a results bucket."""
     return device.gateway_braket
+
+
+def _loads(data: bytes) -> Any:
+    """JSON from a request body; ValueError for anything that is not sane JSON (bad
+    bytes, bad syntax, nesting deep enough to exhaust the decoder's recursion)."""
+    try:
+        return json.loads(data or b"{}")
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
+def _dot_segment(parts: Iterable[str]) -> bool:
+    """Whether an unquoted path part is or hides a ``.``/``..`` segment (``%2e%2e``,
+    ``..%2f``): a vendor or a proxy before it could resolve it to another object."""
+    return any(seg in (".", "..") for p in parts for seg in re.split(r"[/\\]", p))
 
 
 def arn_region(arn: str) -> str | None:
@@ -257,7 +284,7 @@ class QCSPolicy:
 
     def _new_job(self, grant: Grant, rid: str, body: bytes) -> str | None:
         try:
-            req = json.loads(body or b"{}")
+            req = _loads(body)
         except ValueError:
             return "request body is not JSON"
         if not isinstance(req, dict):
@@ -273,7 +300,7 @@ class QCSPolicy:
               reply: bytes) -> None:
         if method == "POST" and parts == ["jobs"]:
             try:
-                jid = json.loads(reply).get("id")
+                jid = _loads(reply).get("id")
             except (ValueError, AttributeError):
                 return
             if isinstance(jid, str):
@@ -303,7 +330,7 @@ class BraketPolicy:
             return (None if parts[1] in grant.braket else "not this job's device"), parts[1]
         if method == "POST" and parts == ["quantum-task"]:
             try:
-                req = json.loads(body or b"{}")
+                req = _loads(body)
             except ValueError:
                 return "request body is not JSON", None
             if not isinstance(req, dict):
@@ -334,6 +361,8 @@ class BraketPolicy:
             if query.get("list-type") != ["2"]:
                 return "only reading this job's task results", None
             key = (query.get("prefix") or [""])[0]
+            if _dot_segment([key]):
+                return "bad prefix", None
         for task in grant.tasks.values():
             folder = task.get("directory")
             if task.get("bucket") == bucket and folder and \
@@ -347,8 +376,8 @@ class BraketPolicy:
         if service != "braket":
             return
         try:
-            out = json.loads(reply or b"{}")
-            req = json.loads(body or b"{}") if method == "POST" else {}
+            out = _loads(reply)
+            req = _loads(body) if method == "POST" else {}
         except ValueError:
             return
         if method == "POST" and parts == ["quantum-task"] and isinstance(out, dict):
@@ -409,6 +438,10 @@ class Gateway:
 
     def __init__(self, bind: tuple[str, int], owner: int, advertise: str | None = None):
         self.owner = owner
+        self.read_timeout = READ_TIMEOUT
+        #: called with a job id (from a handler thread) when the job created a Braket task,
+        #: so the agent can persist the task's ARN (its usage is read at the job's end)
+        self.on_task: Callable[[int], None] | None = None
         self._lock = threading.Lock()
         self._upstreams: dict[str, Upstream] = {}
         self._braket: dict[str, BraketUpstream] = {}   # device ARN -> its site account
@@ -421,6 +454,13 @@ class Gateway:
         class Server(ThreadingHTTPServer):
             address_family = family
             daemon_threads = True  # a hung upstream never keeps the agent from exiting
+
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                # socketserver prints a traceback to stderr (the broker's log): one line
+                import sys
+
+                log.info("fluxqr gateway: connection dropped: %s",
+                         type(sys.exc_info()[1]).__name__)
 
         self._server = Server(bind, _make_handler(self))
         host, port = self._server.server_address[:2]
@@ -485,6 +525,32 @@ class Gateway:
             for bearer in [b for b, (g, _) in self._bearers.items() if g is grant]:
                 del self._bearers[bearer]
             return grant
+
+    def tasks(self, jobid: int) -> list[dict[str, Any]]:
+        """The Braket tasks the job created (what :meth:`restore` takes back): ARNs,
+        devices, shots and result folders, no secret."""
+        with self._lock:
+            grant = self._grants.get(jobid)
+            return [dict(t) for t in grant.tasks.values()] if grant else []
+
+    def restore(self, jobid: int, tasks: Iterable[Any]) -> int:
+        """Give the job's grant back the tasks a previous agent saw it create (after a
+        reload), so that its tasks are the job's again and are accounted at its end.
+        Malformed entries are skipped; returns how many were taken."""
+        taken = 0
+        with self._lock:
+            grant = self._grants.get(jobid)
+            if grant is None:
+                return 0
+            for task in tasks:
+                if not (isinstance(task, dict) and isinstance(task.get("arn"), str) and
+                        isinstance(task.get("device"), str)):
+                    continue
+                keep = {k: task.get(k) for k in ("arn", "device", "shots", "bucket",
+                                                 "directory")}
+                grant.tasks.setdefault(task["arn"], keep)
+                taken += 1
+        return taken
 
     def jobids(self) -> list[int]:
         with self._lock:
@@ -567,7 +633,7 @@ class Gateway:
             return _json(403, {"errors": [{"message": "this job's token is for its owner "
                                                       "only"}]})
         parts = [urllib.parse.unquote(p) for p in rest.split("/") if p]
-        if any(p in (".", "..") for p in parts):
+        if _dot_segment(parts) or any("/" in p for p in parts):  # ids never hold a '/'
             return _json(403, {"errors": [{"message": "bad path"}]})
         why = self.policy.allow(grant, rid, method, parts, urllib.parse.parse_qs(query), body)
         if why:
@@ -607,9 +673,12 @@ class Gateway:
         url = urllib.parse.urlsplit(target)
         rest = url.path[len(BRAKET_PATH):]
         parts = [urllib.parse.unquote(p) for p in rest.split("/") if p]
-        if any(p in (".", "..") for p in parts):
+        if _dot_segment(parts):
             return _aws_error(scope.service, 403, "AccessDenied", "bad path")
         query = urllib.parse.parse_qs(url.query, keep_blank_values=True)
+        if PRESIGN_PARAMS & {k.lower() for k in query}:
+            return _aws_error(scope.service, 403, "AccessDenied", "query-string (presigned) "
+                              "signatures are not accepted")
         with self._lock:
             why, arn = self.braket_policy.allow(grant, scope.service, method, parts, query,
                                                 body, ups)
@@ -619,16 +688,28 @@ class Gateway:
         if why or up is None:
             return _aws_error(scope.service, 403, "AccessDenied",
                               f"fluxqr gateway: {why or 'device not served'}")
-        status, reply, ctype, extra = self._forward_aws(up, scope.service, scope.region,
-                                                        method, rest, url.query, headers, body)
+        # The site's account is reached in the task's or device's region, never in one the
+        # caller names in its signature scope.
+        region = (arn_region(task["arn"]) if task else None) or up.region
+        status, reply, ctype, extra = self._forward_aws(up, scope.service, region, method,
+                                                        rest, url.query, headers, body,
+                                                        grant.access_key)
         if 200 <= status < 300:
             with self._lock:
+                known = len(grant.tasks)
                 if grant.live:
                     self.braket_policy.learn(grant, scope.service, method, parts, body, reply)
+                created = len(grant.tasks) > known
+            if created and self.on_task is not None:
+                try:
+                    self.on_task(grant.jobid)
+                except Exception as exc:  # noqa: BLE001 - the task's request succeeded
+                    log.error("fluxqr gateway: job %s: task not recorded: %s", grant.jobid,
+                              type(exc).__name__)
         return status, reply, ctype, extra
 
     def _forward_aws(self, up: BraketUpstream, service: str, region: str, method: str,
-                     rest: str, query: str, headers: Any, body: bytes
+                     rest: str, query: str, headers: Any, body: bytes, job_key: str
                      ) -> tuple[int, bytes, str | None, dict[str, str]]:
         from fluxqr.agent import sigv4
 
@@ -649,8 +730,10 @@ class Gateway:
                 return resp.status, resp.read(), resp.headers.get("Content-Type"), \
                     _reply_headers(resp.headers)
         except urllib.error.HTTPError as err:
-            return err.code, err.read(), err.headers.get("Content-Type"), \
-                _reply_headers(err.headers)
+            # AWS errors may quote the signing key id (S3's SignatureDoesNotMatch does):
+            # the job sees its own key there, never the site's
+            data = err.read().replace(creds.access_key.encode(), job_key.encode())
+            return err.code, data, err.headers.get("Content-Type"), _reply_headers(err.headers)
         except (OSError, ValueError) as exc:
             return _aws_error(service, 502, "ServiceUnavailable",
                               f"AWS unreachable: {type(exc).__name__}")
@@ -740,7 +823,9 @@ def _aws_error(service: str, status: int, code: str, message: str
                 f"<Message>{escape(message)}</Message></Error>").encode()
         return status, body, "application/xml", {}
     kind = BRAKET_ERRORS.get(code, code if code.endswith("Exception") else
-                             "AccessDeniedException")
+                             "AccessDeniedException" if status == 403 else
+                             "InternalServiceException" if status >= 500 else
+                             "ValidationException")
     return status, json.dumps({"message": message}).encode(), "application/json", \
         {"x-amzn-ErrorType": kind}
 
@@ -771,15 +856,63 @@ def _make_handler(gw: Gateway) -> type[BaseHTTPRequestHandler]:
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 
-        def _handle(self) -> None:
+        def setup(self) -> None:
+            self.timeout = gw.read_timeout  # applied to the socket by StreamRequestHandler
+            super().setup()
+
+        def __getattr__(self, name: str) -> Any:
+            # http.server answers a method it has no do_X for with 501 (a 5xx): a method
+            # the gateway does not serve is the client's error
+            if name.startswith("do_"):
+                return self._not_allowed
+            raise AttributeError(name)
+
+        def _braket_path(self) -> bool:
+            path = urllib.parse.urlsplit(self.path).path
+            return path == BRAKET_PATH or path.startswith(BRAKET_PATH + "/")
+
+        def _refuse(self, status: int, code: str, message: str) -> None:
+            """A request refused before routing: AWS-style under /braket, else QCS-style;
+            the connection closes (what is left of its bytes is not a request)."""
+            self.close_connection = True
+            if self._braket_path():
+                return self._reply(*_aws_error(_service_of(self.headers), status, code,
+                                               message))
+            return self._reply(*_json(status, {"errors": [{"message": message}]}))
+
+        def _not_allowed(self) -> None:
+            self._refuse(405, "MethodNotAllowed", f"method {self.command[:20]} not allowed")
+
+        def _body(self) -> bytes | None:
+            """The request body, or None when refused (answered here)."""
+            if "chunked" in str(self.headers.get("Transfer-Encoding") or "").lower():
+                self._refuse(411, "MissingContentLength", "send a Content-Length")
+                return None
+            text = str(self.headers.get("Content-Length") or "0").strip()
+            if not text.isdigit() or len(text) > 12:
+                self._refuse(400, "InvalidArgument", "bad Content-Length")
+                return None
+            length = int(text)
+            url = urllib.parse.urlsplit(self.path)
+            limit = MAX_FORM if url.path.rstrip("/").endswith("/iam/identity/token") \
+                else MAX_BODY
+            if length > limit:
+                self._refuse(413, "EntityTooLarge", "body too large")
+                return None
             try:
-                length = int(self.headers.get("Content-Length") or 0)
-            except ValueError:
-                length = -1
-            if not 0 <= length <= MAX_BODY:
-                self.close_connection = True
-                return self._reply(*_json(413, {"errors": [{"message": "body too large"}]}))
-            body = self.rfile.read(length) if length else b""
+                body = self.rfile.read(length) if length else b""
+            except TimeoutError:
+                body = b""
+            if len(body) != length:  # announced more than it sent
+                self._refuse(400, "RequestTimeout", "the body is shorter than its "
+                             "Content-Length")
+                return None
+            return body
+
+        def _handle(self) -> None:
+            body = self._body()
+            if body is None:
+                return
             url = urllib.parse.urlsplit(self.path)
             if url.path == BRAKET_PATH or url.path.startswith(BRAKET_PATH + "/"):
                 try:
@@ -789,7 +922,7 @@ def _make_handler(gw: Gateway) -> type[BaseHTTPRequestHandler]:
                 except Exception as exc:  # noqa: BLE001 - never kills the gateway
                     log.error("fluxqr gateway: internal error: %s", type(exc).__name__)
                     return self._reply(*_aws_error(_service_of(self.headers), 500,
-                                                   "InternalServerException", "gateway error"))
+                                                   "InternalServiceException", "gateway error"))
             rid, _, rest = url.path.lstrip("/").partition("/")
             kind, _, rest = rest.partition("/")
             rid = urllib.parse.unquote(rid)

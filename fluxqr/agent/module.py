@@ -37,6 +37,7 @@ or module reload.
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import logging
 import os
@@ -70,6 +71,8 @@ ENDING = ("finish", "clean")
 #: sends no others, so a classical job costs the agent five messages, not a dozen
 #: (validate, depend, priority, memo, release, free ... are never sent)
 JOURNAL_EVENTS = ("submit", "urgency", "alloc", "start", "exception", *ENDING)
+#: seconds each job's vendor close may take at instance shutdown (the broker waits)
+SHUTDOWN_DEADLINE = 10.0
 
 
 class _BrokerLogHandler(logging.Handler):
@@ -204,9 +207,50 @@ class FluxqrModule(BrokerModule):
                                f"{bind[0]}:{bind[1]}: {exc.strerror or exc}; hybrid tasks "
                                f"get no vendor access")
                 return
+            self.gateway.on_task = self._task_created
             self.log.info(f"fluxqr: credential gateway at {self.gateway.url}")
         if self.gateway is not None:
             self.gateway.configure(self.inventory)
+
+    def _task_created(self, jobid: int) -> None:
+        """(A gateway thread) the job created a Braket task: save the job's record, with
+        the task's ARN, from the reactor (the next agent accounts it if this one stops)."""
+        def save(_result: Any, _error: BaseException | None) -> None:
+            job = self.jobs.get(jobid)
+            if job is not None and job.phase not in ("ending", "done"):
+                self._save(job)
+
+        self._posts.put(((jobid, "braket-task"), save, None, None))
+        try:
+            os.write(self._wfd, b"x")
+        except OSError:
+            pass  # the agent is stopping: it accounts the grant itself
+
+    def _regrant(self, job: HybridJob, js: Any, devices: list[str]) -> None:
+        """A re-adopted job's Braket tasks (saved by the previous agent): its new grant
+        holds them again, so they are its own and accounted at its end. The previous
+        agent's key died with it: the job's tasks ask for a new one."""
+        tasks = (js.extra or {}).get("braket") or []
+        if not tasks or self.gateway is None or self.inventory is None:
+            return
+        try:
+            devs = [self.inventory.get(d) for d in devices]
+        except (FluxqrError, KeyError):
+            devs = []
+        if self.gateway.grant(job.jobid, job.userid, devs, job.tokens) is not None:
+            self.gateway.restore(job.jobid, tasks)
+
+    def _ended_braket(self, jobid: int, js: Any) -> None:
+        """Account the Braket tasks of a job that ended while no agent ran."""
+        from fluxqr.agent.gateway import Grant
+
+        grant = Grant(jobid, js.userid if js.userid is not None else -1, "", {}, {},
+                      live=False)
+        for task in (js.extra or {}).get("braket") or []:
+            if isinstance(task, dict) and isinstance(task.get("arn"), str):
+                grant.tasks[task["arn"]] = task
+        if grant.tasks and self.gateway is not None:
+            self._braket_usage(grant)
 
     def _revoke(self, job: HybridJob) -> None:
         if self.gateway is not None:
@@ -217,8 +261,6 @@ class FluxqrModule(BrokerModule):
     def _braket_usage(self, grant: Any) -> None:
         """Account the Braket tasks a job created through the gateway: read back from
         Braket with the site key (a worker thread), then record per device."""
-        from fluxqr.devices.braket_adapter import usage
-
         gateway = self.gateway
 
         def done(result: Any, error: BaseException | None) -> None:
@@ -226,15 +268,20 @@ class FluxqrModule(BrokerModule):
                 self.log.error(f"fluxqr: job {grant.jobid}: Braket usage not read: "
                                f"{type(error).__name__}")
                 return
-            for name, facts in (result or {}).items():
-                dev = facts["device"]
-                used = usage(str(dev.params["device"]), dev.params.get("price"),
-                             facts["tasks"])
-                self._account("record_usage", grant.jobid, name, tasks=used["tasks"],
-                              shots=used["shots"], qpu_seconds=used["qpu_seconds"],
-                              cost=used["cost"])
+            self._record_braket(grant.jobid, result)
 
         self._work((grant.jobid, "braket-usage"), lambda: gateway.braket_usage(grant), done)
+
+    def _record_braket(self, jobid: int, result: Any) -> None:
+        """Record what :meth:`Gateway.braket_usage` read, per device."""
+        from fluxqr.devices.braket_adapter import usage
+
+        for name, facts in (result or {}).items():
+            dev = facts["device"]
+            used = usage(str(dev.params["device"]), dev.params.get("price"), facts["tasks"])
+            self._account("record_usage", jobid, name, tasks=used["tasks"],
+                          shots=used["shots"], qpu_seconds=used["qpu_seconds"],
+                          cost=used["cost"])
 
     def _open_ledger(self, conf: dict[str, Any]) -> None:
         """The QPU accounting ledger; a broken one is reported and accounting is off."""
@@ -537,6 +584,7 @@ class FluxqrModule(BrokerModule):
                             job.phase = "released"
                 else:
                     job.tokens = {r.device: r.token for r in js.records if r.token}
+                self._regrant(job, js, job.devices or [r.device for r in js.records])
         for job in list(self.jobs.values()):
             if job.phase == "ending":
                 self._close(job, "ended while no agent was running")
@@ -940,12 +988,15 @@ class FluxqrModule(BrokerModule):
             if task and task not in job.own_tasks.setdefault(d, []):
                 job.own_tasks[d].append(task)
 
-    def _close(self, job: HybridJob, why: str) -> None:
+    def _closer(self, job: HybridJob) -> Callable[[], tuple[list[str], dict[str, Any]]]:
+        """The vendor side of closing ``job`` (blocking: run it in a worker thread):
+        cancel its anchors, close its sessions, read what the vendor billed. Returns
+        (errors, usage: device -> (QPU seconds or None, the user's task count or None))."""
         anchors, tokens = dict(job.anchors), dict(job.tokens)
         own = {d: {*job.own_tasks.get(d, ()), *([anchors[d]] if d in anchors else [])}
                for d in tokens}
 
-        def closer() -> list[str]:
+        def closer() -> tuple[list[str], dict[str, Any]]:
             errors = []
             for d, anchor in anchors.items():
                 try:
@@ -970,15 +1021,25 @@ class FluxqrModule(BrokerModule):
                                 tasks)
             return errors, usage
 
+        return closer
+
+    def _account_close(self, job: HybridJob, devices: Any, usage: dict[str, Any]) -> None:
+        """Record what :meth:`_closer` read, and the sessions of ``devices`` as closed."""
+        for d, (seconds, tasks) in usage.items():
+            if seconds is not None:  # sessions given back were billed too
+                seconds += job.given_back_s.get(d, 0.0)
+            self._account("record_usage", job.jobid, d, qpu_seconds=seconds, tasks=tasks)
+        for d in devices:
+            self._account("session_event", job.jobid, d, "closed")
+
+    def _close(self, job: HybridJob, why: str) -> None:
+        anchors, tokens = dict(job.anchors), dict(job.tokens)
+        closer = self._closer(job)
+
         def done(result: Any, error: BaseException | None) -> None:
             errors, usage = result if result else ([], {})
             errors = list(errors) + ([str(error)] if error else [])
-            for d, (seconds, tasks) in usage.items():
-                if seconds is not None:  # sessions given back were billed too
-                    seconds += job.given_back_s.get(d, 0.0)
-                self._account("record_usage", job.jobid, d, qpu_seconds=seconds, tasks=tasks)
-            for d in tokens:
-                self._account("session_event", job.jobid, d, "closed")
+            self._account_close(job, tokens, usage)
             if errors:
                 job.why = f"closing failed: {errors[0]}"
                 self.log.error(f"fluxqr: job {job.jobid}: {'; '.join(errors)}")
@@ -1003,6 +1064,7 @@ class FluxqrModule(BrokerModule):
         self._work((job.jobid, "close"), closer, done)
 
     def _close_stored(self, jobid: int, js: Any, why: str) -> None:
+        self._ended_braket(jobid, js)
         job = HybridJob.from_dict((js.extra or {}).get("agent") or {
             "jobid": jobid, "userid": js.userid or -1, "start": "now", "devices": []})
         for rec in js.records:
@@ -1043,9 +1105,12 @@ class FluxqrModule(BrokerModule):
 
         records = [SessionRecord(d, self.inventory.get(d).adapter if self.inventory else "?",
                                  job.mode, token=job.tokens.get(d)) for d in job.devices]
+        extra: dict[str, Any] = {"agent": job.to_dict()}
+        if self.gateway is not None and (tasks := self.gateway.tasks(job.jobid)):
+            extra["braket"] = tasks  # ARNs, not secrets: accounted by the next agent
         js = JobSessions(str(job.jobid), records, duration=job.duration,
                          devices_file=self.settings.get("devices"), userid=job.userid,
-                         extra={"agent": job.to_dict()})
+                         extra=extra)
         try:
             self.store.save(js)
         except OSError as exc:
@@ -1157,30 +1222,62 @@ class FluxqrModule(BrokerModule):
         self.stop()
 
     def _close_all_now(self) -> None:
-        """Synchronously close everything (instance shutdown): the reactor is stopping."""
-        for job in self.jobs.values():
-            for d, anchor in job.anchors.items():
+        """Close everything and account it, synchronously (instance shutdown: the reactor
+        has stopped). Every job's gateway access ends first; then each job's vendor work
+        (:meth:`_closer`, Braket usage) runs in a worker with :data:`SHUTDOWN_DEADLINE`
+        seconds per job: a hung vendor delays the broker's exit by that much at most, and
+        a job it could not close keeps its record for the next load's sweep. Jobs that
+        held nodes end here (the instance kills them); pending ones stay queued."""
+        from concurrent.futures import TimeoutError as Timeout
+
+        from fluxqr.devices import _POOL
+
+        jobs = [j for j in self.jobs.values() if j.phase != "done"]
+        grants = {}
+        for job in jobs:
+            grant = self.gateway.revoke(job.jobid) if self.gateway is not None else None
+            if grant is not None and grant.tasks:
+                grants[job.jobid] = grant
+        for job in jobs:
+            devices = list(job.tokens)
+            if job.tokens or job.anchors:
                 try:
-                    self._side(d).cancel(anchor)
-                except Exception:  # noqa: BLE001, S110 - best effort at shutdown
-                    pass
-            for d, token in list(job.tokens.items()):
+                    errors, usage = _POOL.submit(self._closer(job)).result(SHUTDOWN_DEADLINE)
+                except Timeout:
+                    errors, usage = [f"no answer within {SHUTDOWN_DEADLINE:g} s"], {}
+                except Exception as exc:  # noqa: BLE001 - the next job still closes
+                    errors, usage = [str(exc)], {}
+                self._account_close(job, devices, usage)
+                if errors:
+                    self.log.error(f"fluxqr: job {job.jobid}: closing at shutdown: "
+                                   f"{'; '.join(errors)}")
+                else:
+                    job.tokens, job.anchors = {}, {}
+                    if self.store is not None:
+                        self.store.delete(str(job.jobid))
+            if job.jobid in grants and self.gateway is not None:
                 try:
-                    self._side(d).close(token)
-                    del job.tokens[d]
-                except Exception as exc:  # noqa: BLE001
-                    self.log.error(f"fluxqr: job {job.jobid}: release of {d} failed: {exc}")
-            if not job.tokens and self.store is not None:
-                self.store.delete(str(job.jobid))
+                    read = functools.partial(self.gateway.braket_usage, grants[job.jobid])
+                    self._record_braket(job.jobid,
+                                        _POOL.submit(read).result(SHUTDOWN_DEADLINE))
+                except Exception as exc:  # noqa: BLE001 - incl. the timeout
+                    self.log.error(f"fluxqr: job {job.jobid}: Braket usage not read at "
+                                   f"shutdown: {type(exc).__name__}")
+            if "alloc" in job.times:  # it held nodes: the instance's end is the job's end
+                for d in job.devices:
+                    if d not in job.refs:  # no vendor session: charged wall time until now
+                        self._account("session_event", job.jobid, d, "closed")
+                self._account("job_ended", job.jobid, job.result or "canceled",
+                              reason="instance shutdown")
 
     def run(self) -> None:
         try:
             super().run()
         finally:
+            if self._terminated and self.inventory is not None:
+                self._close_all_now()  # revokes each job's gateway access first
             if self.gateway is not None:
                 self.gateway.stop()  # every job token dies with the agent
-            if self._terminated and self.inventory is not None:
-                self._close_all_now()
             logging.getLogger("fluxqr").removeHandler(self._handler)
             for watcher in (self._refresh_timer, self._tick, self._fdw, self._sigterm):
                 if watcher is not None:
