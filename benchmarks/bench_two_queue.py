@@ -84,7 +84,7 @@ class Knobs:
     nodes: int = 16
     cores_per_node: int = 4
     hybrid_nodes: int = 4
-    hybrid_jobs: int = 4
+    hybrid_jobs: int = 8
     vendor_tasks: int = 2               # vendor tasks per hybrid job
     compute_between: float = 30.0       # model s of classical compute between vendor tasks
     hybrid_every: float = 120.0         # model s between hybrid submissions
