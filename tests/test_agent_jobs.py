@@ -14,6 +14,7 @@ from fluxqr.agent.jobs import (
     admit,
     anchor_due,
     give_back_due,
+    memo_update,
     release_due,
     step_period,
 )
@@ -173,3 +174,12 @@ def test_a_grant_is_given_back_only_when_waiting_again_is_cheaper_than_idling() 
     # Never more than MAX_GIVEBACKS times for one job.
     job.givebacks = MAX_GIVEBACKS
     assert not give_back_due(job, lead=200.0, requeue_wait=40.0, idle_timeout=60.0)
+
+
+def test_memo_update_deletes_the_keys_gone_since_the_last_memo() -> None:
+    anchored = {"qpu": {"state": "anchored", "vendor_queue": 3, "vendor_eta_s": 40.0}}
+    released = {"qpu": {"state": "released", "vendor_queue": 3}}
+    assert memo_update({}, anchored) == anchored
+    assert memo_update(anchored, released) == {
+        "qpu": {"state": "released", "vendor_queue": 3, "vendor_eta_s": None}}
+    assert memo_update(released, released) == released

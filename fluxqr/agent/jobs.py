@@ -110,6 +110,23 @@ class HybridJob:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
+def memo_update(sent: dict[str, Any], memo: dict[str, Any]) -> dict[str, Any]:
+    """The ``job-manager.memo`` payload that turns the memo ``sent`` last into ``memo``.
+
+    The job manager merges a memo into the job's key by key, at every level: a key left
+    out keeps its old value (a vendor ETA would outlive the grant), so the keys gone from
+    a memo object since ``sent`` are sent as null, which deletes them.
+    """
+    out: dict[str, Any] = {}
+    for key, value in memo.items():
+        old = sent.get(key)
+        if isinstance(value, dict) and isinstance(old, dict):
+            out[key] = {**dict.fromkeys(sorted(set(old) - set(value))), **value}
+        else:
+            out[key] = value
+    return out
+
+
 @dataclass
 class DeviceView:
     """What admission needs to know about a device right now."""

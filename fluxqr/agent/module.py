@@ -58,6 +58,7 @@ from fluxqr.agent.jobs import (
     anchor_due,
     give_back_due,
     keepalive_due,
+    memo_update,
     release_due,
     step_period,
 )
@@ -644,7 +645,12 @@ class FluxqrModule(BrokerModule):
     def _keepalive(self, job: HybridJob) -> None:
         """Queue one more anchor in a granted session whose job is still waiting for its
         nodes, so the session does not go idle (and its next task queue again) first."""
+        if (job.jobid, "keepalive") in self._busy:
+            return  # the last one is still being queued: the next step tries again
         devices = [d for d in job.devices if d in job.tokens]
+        # Stamped only when one is really queued: stamping a skipped one (the vendor
+        # slow to answer the previous) pushed the next a whole period out, and the
+        # session lapsed under load (benchmarks/bench_two_queue.py, `minutes`).
         job.times["keepalive"] = time.time()
 
         def queue() -> dict[str, str | None]:
@@ -1133,11 +1139,13 @@ class FluxqrModule(BrokerModule):
         if job.devices:
             memo[SESSIONS_MEMO_KEY] = job.sessions_memo()
         text = json.dumps(memo, sort_keys=True)
-        if self._memos.get(job.jobid) == text:
+        last = self._memos.get(job.jobid)
+        if last == text:
             return
         self._memos[job.jobid] = text
+        payload = memo_update(json.loads(last) if last else {}, memo)
         f = self.handle.rpc("job-manager.memo", {"id": job.jobid, "volatile": False,
-                                                 "memo": memo})
+                                                 "memo": payload})
         f.then(lambda fut: _ignore(fut))
 
     # -- services ----------------------------------------------------------------------
