@@ -82,6 +82,14 @@ class FluxionTarget:
     def __init__(self, handle: Any):
         self.handle = handle
         self.changed = False
+        self._stamp: str | None = None  # the view stamp's path, once asked
+
+    def _touch(self) -> None:
+        from fluxqr.flux import instance
+
+        if self._stamp is None:
+            self._stamp = instance.view_stamp_path(self.handle) or ""
+        instance.touch_view(self._stamp)
 
     def qpus(self) -> dict[str, tuple[str, bool, dict[str, str]]]:
         from fluxqr.flux import instance
@@ -106,15 +114,13 @@ class FluxionTarget:
 
         instance.set_status(self.handle, path, up)
         if not up:  # readers must not resolve jobs onto it a moment longer than needed
-            instance.touch_view(self.handle)
+            self._touch()
         self.changed = True
 
     def flush(self) -> None:
         """End of a cycle: if anything changed, readers' cached views are stale."""
-        from fluxqr.flux import instance
-
         if self.changed:
-            instance.touch_view(self.handle)
+            self._touch()
             self.changed = False
 
 

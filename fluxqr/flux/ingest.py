@@ -53,6 +53,7 @@ class Frobnicator(FrobnicatorPlugin):
         self._secret_names: set[str] | None = None
         #: cores? -> (view stamp, monotonic time, ResourceView)
         self._views: dict[bool, tuple[Any, float, Any]] = {}
+        self._stamp_path: str | None = None  # the instance's view stamp, once asked
 
     def configure(self, args: Any, config: dict[str, Any]) -> None:
         self.config = config or {}
@@ -81,7 +82,9 @@ class Frobnicator(FrobnicatorPlugin):
         ttl = self.view_ttl()
         if ttl <= 0:
             return instance.resource_view(self.handle, cores=cores)
-        stamp = instance.view_stamp(instance.view_stamp_path(self.handle))
+        if self._stamp_path is None:
+            self._stamp_path = instance.view_stamp_path(self.handle) or ""
+        stamp = instance.view_stamp(self._stamp_path)
         now = time.monotonic()
         cached = self._views.get(cores)
         if cached is not None and cached[0] == stamp and now - cached[1] < ttl:

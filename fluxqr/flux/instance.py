@@ -96,16 +96,13 @@ def resource_view(handle: Any, cores: bool = False) -> Any:
 #: or properties replaces after a change, so readers that cache the view (the ingest
 #: frobnicator) see the change on their next job without asking Fluxion for every job.
 VIEW_STAMP = "fluxqr-view.stamp"
-_RUNDIRS: dict[int, str | None] = {}
 
 
 def view_stamp_path(handle: Any) -> str | None:
-    """``<rundir>/fluxqr-view.stamp`` of the instance (None when it has no rundir)."""
-    key = id(handle)
-    if key not in _RUNDIRS:
-        rundir = _attr(handle, "rundir")
-        _RUNDIRS[key] = os.path.join(rundir, VIEW_STAMP) if rundir else None
-    return _RUNDIRS[key]
+    """``<rundir>/fluxqr-view.stamp`` of the instance (None when it has no rundir): one
+    RPC, so callers keep the answer."""
+    rundir = _attr(handle, "rundir")
+    return os.path.join(rundir, VIEW_STAMP) if rundir else None
 
 
 def view_stamp(path: str | None) -> tuple[int, int] | None:
@@ -120,10 +117,10 @@ def view_stamp(path: str | None) -> tuple[int, int] | None:
     return st.st_ino, st.st_mtime_ns
 
 
-def touch_view(handle: Any) -> None:
-    """Say that the QPUs' status or properties just changed (best effort: a reader that
-    misses it still re-reads when its cache ages out)."""
-    path = view_stamp_path(handle)
+def touch_view(path: str | None) -> None:
+    """Say that the QPUs' status or properties just changed, at the stamp ``path``
+    (:func:`view_stamp_path`; best effort: a reader that misses it still re-reads when
+    its cache ages out)."""
     if not path:
         return
     tmp = f"{path}.{os.getpid()}"
