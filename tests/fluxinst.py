@@ -81,6 +81,29 @@ def build_r(path: Path, nodes: int = 2, cores: int = 4, devices: Path | None = N
 
 
 #: live values as the refresh loop would push them (what selection tests select on)
+#: A hybrid task that submits ``argv[1]`` sampler jobs into its session with the real qrmi
+#: client (through the credential gateway), waits for them and prints their ids (never a
+#: secret); with ``argv[2] == "hold"`` it then runs until killed.
+QRMI_SAMPLER_TASK = r"""
+import json, sys, time
+import qrmi
+qasm = ('OPENQASM 3.0; include "stdgates.inc"; bit[1] c; qubit[1] q; '
+        'c[0] = measure q[0];')
+ids = []
+for r in qrmi.QRMIService().resources():
+    for _ in range(int(sys.argv[1])):
+        ids.append(r.task_start(qrmi.Payload.QiskitPrimitive(input=json.dumps(
+            {"pubs": [[qasm]], "shots": 1, "version": 2}), program_id="sampler")))
+    deadline = time.monotonic() + 60  # a hang guard
+    while time.monotonic() < deadline and any(
+            str(r.task_status(t)).rsplit(".", 1)[-1] in ("Queued", "Running") for t in ids):
+        time.sleep(0.2)
+print(json.dumps(ids), flush=True)
+if sys.argv[2:] == ["hold"]:
+    time.sleep(3600)
+"""
+
+
 LIVE_VALUES = (("/cluster0/fake_fez", ["error_2q=0.0042", "queue_depth=7", "status=online"]),
                ("/cluster0/iqm_garnet", ["error_2q=0.011", "queue_depth=0", "status=online"]))
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fluxinst import FluxInstance, build_r, requires_flux
+from fluxinst import QRMI_SAMPLER_TASK, FluxInstance, build_r, requires_flux
 
 from fluxqr.core import accounting
 
@@ -101,27 +101,6 @@ def test_default_database_is_under_the_instance(tmp_path: Path) -> None:
         assert json.loads(result.stdout)["jobs"] == []
 
 
-#: A hybrid task that submits N sampler jobs into its session (the real qrmi client,
-#: through the credential gateway), waits for them, says so, then runs until killed.
-BUSY = r"""
-import json, sys, time
-import qrmi
-qasm = ('OPENQASM 3.0; include "stdgates.inc"; bit[1] c; qubit[1] q; '
-        'c[0] = measure q[0];')
-ids = []
-for r in qrmi.QRMIService().resources():
-    for _ in range(int(sys.argv[1])):
-        ids.append(r.task_start(qrmi.Payload.QiskitPrimitive(input=json.dumps(
-            {"pubs": [[qasm]], "shots": 1, "version": 2}), program_id="sampler")))
-    deadline = time.monotonic() + 60  # a hang guard
-    while time.monotonic() < deadline and any(
-            str(r.task_status(t)).rsplit(".", 1)[-1] in ("Queued", "Running") for t in ids):
-        time.sleep(0.2)
-print(json.dumps(ids), flush=True)
-time.sleep(3600)
-"""
-
-
 KEY_VAR, SECRET = "FLUXQR_TEST_IBM_KEY", "qcs-apikey-5hutd0wn"
 
 
@@ -144,6 +123,23 @@ def _sessions(log: dict[str, Any], op: str) -> list[str]:
     return [e["session_id"] for e in log["sessions"] if e["op"] == op]
 
 
+def _one_session_billed(log: dict[str, Any]) -> float:
+    """The one session the agent opened and closed, as the stand-in billed it (client s)."""
+    acquired = _sessions(log, "acquire")
+    assert len(acquired) == 1 and _sessions(log, "release") == acquired, log["sessions"]
+    return {s["id"]: s["billed"] / 30.0 for s in log["sim_sessions"]}[acquired[0]]
+
+
+def _ledger_row(db: Path, jobid: str) -> dict[str, Any]:
+    """The job's only usage row, read from the ledger file after the instance is gone."""
+    from flux.job import JobID
+
+    with accounting.Ledger(db, create=False) as led:
+        rows = [r for r in led.usage() if r["jobid"] == int(JobID(jobid))]
+    assert len(rows) == 1, rows
+    return rows[0]
+
+
 def test_instance_shutdown_accounts_a_held_jobs_session(tmp_path: Path) -> None:
     """A hybrid job is held (its anchor queued behind 500 others) when the instance stops:
     the agent closes its IBM session at shutdown, and the ledger (read after the instance
@@ -151,7 +147,6 @@ def test_instance_shutdown_accounts_a_held_jobs_session(tmp_path: Path) -> None:
     not ended."""
     import time
 
-    from flux.job import JobID
     from standins.qcs_server import QCSStandIn
 
     db = tmp_path / "state" / "accounting.db"
@@ -168,13 +163,8 @@ def test_instance_shutdown_accounts_a_held_jobs_session(tmp_path: Path) -> None:
         finally:
             inst.stop()
         log = server.log()
-    acquired = _sessions(log, "acquire")
-    assert len(acquired) == 1 and _sessions(log, "release") == acquired, log["sessions"]
-    billed = {s["id"]: s["billed"] / 30.0 for s in log["sim_sessions"]}[acquired[0]]
-    with accounting.Ledger(db, create=False) as led:
-        rows = [r for r in led.usage() if r["jobid"] == int(JobID(jobid))]
-    assert len(rows) == 1, rows
-    row = rows[0]
+    billed = _one_session_billed(log)
+    row = _ledger_row(db, jobid)
     assert row["device"] == "ibm_fez" and row["opened"] is not None, row
     assert row["closed"] is not None and row["exit"] is None, row
     assert row["source"] == "vendor" and row["qpu_seconds"] == pytest.approx(billed, abs=1e-6)
@@ -187,18 +177,17 @@ def test_instance_shutdown_accounts_the_running_jobs_sessions(tmp_path: Path) ->
     billed, with the user's tasks."""
     import time
 
-    from flux.job import JobID
     from standins.qcs_server import QCSStandIn
 
     db = tmp_path / "state" / "accounting.db"
     with QCSStandIn("fake_fez", apikey=SECRET, time_scale=30.0) as server:
-        (tmp_path / "busy.py").write_text(BUSY)
+        (tmp_path / "busy.py").write_text(QRMI_SAMPLER_TASK)
         out = tmp_path / "busy.out"
         inst = _ibm_instance(tmp_path, server, db).start()
         try:
             jobid = inst.run(["flux", "submit", "-N1", "--qpu-device=ibm_fez",
                               f"--output={out}", sys.executable, str(tmp_path / "busy.py"),
-                              "2"]).stdout.strip()
+                              "2", "hold"]).stdout.strip()
             deadline = time.monotonic() + 180  # a hang guard
             while time.monotonic() < deadline and not (out.exists() and out.read_text()):
                 time.sleep(0.3)
@@ -207,14 +196,9 @@ def test_instance_shutdown_accounts_the_running_jobs_sessions(tmp_path: Path) ->
         finally:
             inst.stop()
         log = server.log()
-    acquired = _sessions(log, "acquire")
-    assert len(acquired) == 1 and _sessions(log, "release") == acquired, log["sessions"]
-    billed = {s["id"]: s["billed"] / 30.0 for s in log["sim_sessions"]}[acquired[0]]
+    billed = _one_session_billed(log)
     assert billed > 0
-    with accounting.Ledger(db, create=False) as led:
-        rows = [r for r in led.usage() if r["jobid"] == int(JobID(jobid))]
-    assert len(rows) == 1, rows
-    row = rows[0]
+    row = _ledger_row(db, jobid)
     assert row["device"] == "ibm_fez" and row["exit"] == "canceled", row
     assert row["closed"] is not None and row["t_inactive"] is not None, row
     assert row["source"] == "vendor" and row["qpu_seconds"] == pytest.approx(billed, abs=1e-6)

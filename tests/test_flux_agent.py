@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from fluxinst import FluxInstance, build_r, requires_flux
+from fluxinst import QRMI_SAMPLER_TASK, FluxInstance, build_r, requires_flux
 from standins.qcs_server import QCSStandIn
 
 pytestmark = [requires_flux, pytest.mark.flux]
@@ -422,26 +422,6 @@ def test_usage_recorded_for_every_ending_and_matching_the_vendor_billing(env) ->
     assert [r["device"] for r in parsed] == [t["device"] for t in total]
 
 
-#: A task that submits N sampler jobs into its session with the real qrmi client (through
-#: the credential gateway), waits for them, and prints their ids (not secrets).
-TASKS = r"""
-import json, sys, time
-import qrmi
-qasm = ('OPENQASM 3.0; include "stdgates.inc"; bit[1] c; qubit[1] q; '
-        'c[0] = measure q[0];')
-ids = []
-for r in qrmi.QRMIService().resources():
-    for _ in range(int(sys.argv[1])):
-        ids.append(r.task_start(qrmi.Payload.QiskitPrimitive(input=json.dumps(
-            {"pubs": [[qasm]], "shots": 1, "version": 2}), program_id="sampler")))
-    deadline = time.monotonic() + 60  # a hang guard
-    while time.monotonic() < deadline and any(
-            str(r.task_status(t)).rsplit(".", 1)[-1] in ("Queued", "Running") for t in ids):
-        time.sleep(0.2)
-print(json.dumps(ids))
-"""
-
-
 def test_usage_counts_the_tasks_the_job_submitted_not_the_agents_anchors(env) -> None:
     """A held job (anchored by the agent) submits N tasks in its session: the ledger and
     ``flux qr usage`` say N, the user's own jobs in the stand-in's log of that session."""
@@ -451,7 +431,7 @@ def test_usage_counts_the_tasks_the_job_submitted_not_the_agents_anchors(env) ->
 
     inst, server, work = env
     server.reset()
-    (work / "tasks.py").write_text(TASKS)
+    (work / "tasks.py").write_text(QRMI_SAMPLER_TASK)
     n = 3
     jobid = inst.run(["flux", "submit", "-N1", "--qpu-device=ibm_fez", sys.executable,
                       str(work / "tasks.py"), str(n)]).stdout.strip()

@@ -43,20 +43,13 @@ print(json.dumps(out))
 """
 
 
-def _device(server: QCSStandIn, name: str) -> dict[str, Any]:
-    return {"name": name, "adapter": "qrmi", "qubits": 156, "vendor": "ibm", "timeout": 30,
-            "params": {"resource_id": name, "resource_type": "ibm-quantum-compute-service",
-                       "config": server.qrmi_config()},
-            "credentials": {"QRMI_IBM_QCS_IAM_APIKEY": KEY_VAR}}
-
-
 @pytest.fixture(scope="module")
 def site():
     """Two devices (A = ibm_fez, B = ibm_torino), each its own stand-in; a gateway."""
     a = QCSStandIn("fake_fez", apikey=SECRET).start()
     b = QCSStandIn("fake_torino", apikey=SECRET).start()
-    inv = inventory.parse({"version": 1, "devices": [_device(a, "ibm_fez"),
-                                                     _device(b, "ibm_torino")]})
+    inv = inventory.parse({"version": 1, "devices": [a.device_entry("ibm_fez", KEY_VAR),
+                                                     b.device_entry("ibm_torino", KEY_VAR)]})
     old = os.environ.get(KEY_VAR)
     os.environ[KEY_VAR] = SECRET  # the agent's environment
     gw = Gateway(("127.0.0.1", 0), owner=os.getuid())

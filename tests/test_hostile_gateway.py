@@ -311,13 +311,6 @@ IBM_PROBES: list[tuple[str, Callable[[Site], bytes]]] = [
 ]
 
 
-def _qrmi_device(server: QCSStandIn, name: str) -> dict[str, Any]:
-    return {"name": name, "adapter": "qrmi", "qubits": 156, "vendor": "ibm", "timeout": 30,
-            "params": {"resource_id": name, "resource_type": "ibm-quantum-compute-service",
-                       "config": server.qrmi_config()},
-            "credentials": {"QRMI_IBM_QCS_IAM_APIKEY": IBM_VAR}}
-
-
 @pytest.fixture(scope="module")
 def site():
     import boto3
@@ -329,7 +322,7 @@ def site():
          "params": {"device": SV1, "s3_bucket": DEFAULT_BUCKET},
          "credentials": {"aws_access_key_id": AWS_ID_VAR,
                          "aws_secret_access_key": AWS_SECRET_VAR}},
-        _qrmi_device(ibm, "ibm_fez")]})
+        ibm.device_entry("ibm_fez", IBM_VAR)]})
     env = {AWS_ID_VAR: SITE_ID, AWS_SECRET_VAR: SITE_SECRET, IBM_VAR: IBM_KEY, **aws.env()}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)

@@ -47,11 +47,16 @@ import threading
 import time
 import urllib.parse
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from xml.sax.saxutils import escape
 
 from fluxqr.agent import sigv4
+
+try:
+    from . import LoopbackServer
+except ImportError:  # imported as ``standins.braket_server`` with tests/ on sys.path
+    from standins import LoopbackServer  # type: ignore[no-redef]
 
 SV1 = "arn:aws:braket:::device/quantum-simulator/amazon/sv1"
 ACCOUNT = "123456789012"
@@ -73,7 +78,7 @@ def _iso(t: float | None) -> str | None:
     return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{stamp.microsecond // 1000:03d}Z"
 
 
-class BraketStandIn:
+class BraketStandIn(LoopbackServer):
     """The server; ``devices`` maps device ARNs to a local simulator name (``braket_sv``)."""
 
     def __init__(self, keys: dict[str, str], *, devices: dict[str, str] | None = None,
@@ -88,34 +93,11 @@ class BraketStandIn:
         self.tasks: dict[str, dict[str, Any]] = {}
         self.requests: list[dict[str, Any]] = []
         self._caps: dict[str, str] = {}
-        self._server = ThreadingHTTPServer((host, port), _make_handler(self))
-        self._server.daemon_threads = True
-        self._thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        self._serve(host, port, _make_handler(self), "braket-standin")
 
     def env(self) -> dict[str, str]:
         """The variables pointing boto3 (and the Braket SDK) here."""
         return {"AWS_ENDPOINT_URL_BRAKET": self.url, "AWS_ENDPOINT_URL_S3": self.url}
-
-    def start(self) -> BraketStandIn:
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True,
-                                        name="braket-standin")
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-    def __enter__(self) -> BraketStandIn:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def billing(self) -> list[dict[str, Any]]:
         """One entry per task, as the vendor bills it."""

@@ -72,13 +72,15 @@ import threading
 import time
 import urllib.parse
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 try:
+    from . import LoopbackServer
     from .vendor_sim import SIM_DEFAULTS, SimError, VendorSim
 except ImportError:  # imported as ``standins.qcs_server`` with tests/ on sys.path
+    from standins import LoopbackServer  # type: ignore[no-redef]
     from standins.vendor_sim import SIM_DEFAULTS, SimError, VendorSim  # type: ignore[no-redef]
 
 #: job states ``GET /jobs?pending=false`` lists
@@ -118,7 +120,7 @@ def fake_backend_files(backend: str) -> tuple[dict[str, Any], dict[str, Any]]:
     return conf, props
 
 
-class QCSStandIn:
+class QCSStandIn(LoopbackServer):
     """The server: start it (or use it as a context manager), then point qrmi at :attr:`url`."""
 
     def __init__(self, backend: str = "fake_fez", *, name: str | None = None,
@@ -141,34 +143,13 @@ class QCSStandIn:
         self._ids = itertools.count(1)
         self._tokens: set[str] = set()
         self._stopping = threading.Event()
-        self._server = ThreadingHTTPServer((host, port), _make_handler(self))
-        # A stalled ("slow") reply must not keep the test process alive or block close().
-        self._server.daemon_threads = True
-        self._thread: threading.Thread | None = None
+        self._serve(host, port, _make_handler(self), "qcs-standin")
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def start(self) -> QCSStandIn:
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        name="qcs-standin", daemon=True)
-        self._thread.start()
-        return self
-
     def stop(self) -> None:
         self._stopping.set()  # wakes handlers sleeping on the "slow" knob
-        self._server.shutdown()
-        self._server.server_close()
-
-    def __enter__(self) -> QCSStandIn:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        super().stop()
 
     # -- knobs and logs --------------------------------------------------------------------
 
@@ -216,6 +197,15 @@ class QCSStandIn:
             "QRMI_IBM_QCS_IAM_ENDPOINT": self.url,
             "QRMI_IBM_QCS_SERVICE_CRN": self.crn,
         }
+
+    def device_entry(self, name: str, key_var: str, **extra: Any) -> dict[str, Any]:
+        """A devices.yaml entry for this server as QRMI resource ``name``, the API key
+        read from the variable ``key_var`` (``extra``: more keys, e.g. ``sharing``)."""
+        return {"name": name, "adapter": "qrmi", "qubits": 156, "vendor": "ibm",
+                "timeout": 30, **extra,
+                "params": {"resource_id": name, "resource_type": "ibm-quantum-compute-service",
+                           "config": self.qrmi_config()},
+                "credentials": {"QRMI_IBM_QCS_IAM_APIKEY": key_var}}
 
     def qrmi_env(self, resource_id: str | None = None,
                  apikey: str = "standin-key") -> dict[str, str]:
