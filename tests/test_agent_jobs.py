@@ -176,6 +176,33 @@ def test_a_grant_is_given_back_only_when_waiting_again_is_cheaper_than_idling() 
     assert not give_back_due(job, lead=200.0, requeue_wait=40.0, idle_timeout=60.0)
 
 
+def test_a_released_job_still_waiting_counts_the_time_its_grant_has_idled() -> None:
+    job = _job()
+    # 20 s more would be fine at the grant, not after 15 s of idling already.
+    assert not give_back_due(job, lead=20.0, requeue_wait=5.0, idle_timeout=60.0)
+    assert give_back_due(job, lead=20.0, requeue_wait=5.0, idle_timeout=60.0, held_for=15.0)
+    # ... but only if queueing again is cheaper than the rest of the wait.
+    assert not give_back_due(job, lead=20.0, requeue_wait=25.0, idle_timeout=60.0,
+                             held_for=15.0)
+
+
+def test_a_released_job_is_asked_about_again_from_a_quarter_timeout_after_its_grant() -> None:
+    from fluxqr.agent.jobs import recheck_due
+
+    job = _job()
+    job.phase, job.times = "released", {"granted": 1000.0}
+    assert not recheck_due(job, 1014.0, idle_timeout=60.0)      # within a quarter
+    assert recheck_due(job, 1015.0, idle_timeout=60.0)
+    job.times["recheck"] = 1015.0
+    assert not recheck_due(job, 1020.0, idle_timeout=60.0)      # asked 5 s ago
+    assert recheck_due(job, 1022.5, idle_timeout=60.0)          # every eighth after
+    job.times["alloc"] = 1021.0
+    assert not recheck_due(job, 1030.0, idle_timeout=60.0)      # Fluxion started it
+    job.times.pop("alloc")
+    job.phase = "anchored"
+    assert not recheck_due(job, 1030.0, idle_timeout=60.0)      # not released
+
+
 def test_memo_update_deletes_the_keys_gone_since_the_last_memo() -> None:
     anchored = {"qpu": {"state": "anchored", "vendor_queue": 3, "vendor_eta_s": 40.0}}
     released = {"qpu": {"state": "released", "vendor_queue": 3}}

@@ -155,6 +155,50 @@ def test_grant_given_back_when_the_nodes_were_taken_meanwhile(env) -> None:
         server.set(initial_queue=0)
 
 
+def test_released_job_that_loses_its_nodes_gives_the_grant_back(env) -> None:
+    """At the grant Fluxion can start the job soon (one node busy with a job about to
+    reach its time limit), so it is released; then a more urgent classical job takes that
+    node first. Asked again while it waits, Fluxion now predicts minutes: the agent holds
+    the job again and gives the grant back instead of keeping the QPU idle, and the job
+    runs in its second session once the node is free."""
+    inst, server, work = env
+    server.reset()
+    # a 20 s idle timeout (600 model s): half of it is the bound on grant -> start
+    server.set(initial_queue=3, arrival_rate=0.0, interactive_ttl=600.0)
+    short = urgent = None
+    try:
+        jobid = inst.run(["flux", "submit", "-N2", "--qpu-device=ibm_fez", sys.executable,
+                          str(work / "task.py")]).stdout.strip()
+        _until(lambda: _memo(inst, jobid).get("state") == "anchored", what="anchored")
+        short = inst.run(["flux", "submit", "-N1", "-t", "8s", "sleep", "600"]).stdout.strip()
+        _until(lambda: _memo(inst, jobid).get("state") == "released", what="released")
+        assert "alloc" not in [e["name"] for e in _events(inst, jobid)]
+        urgent = inst.run(["flux", "submit", "-N1", "--urgency=31", "-t", "30m", "sleep",
+                           "600"]).stdout.strip()
+        _until(lambda: "grant given back" in (_memo(inst, jobid).get("why") or ""),
+               limit=60, what="the grant given back")
+        urgency = [e["context"]["urgency"] for e in _events(inst, jobid)
+                   if e["name"] == "urgency"]
+        assert urgency[-2:] == [16, 0], urgency  # released, then held again
+        first = _ops(server, "acquire")[0]["session_id"]
+        _until(lambda: first in [e["session_id"] for e in _ops(server, "release")],
+               what="the first session closed")
+        inst.run(["flux", "cancel", urgent])
+        info = inst.wait_job(jobid)
+        assert info["result"] == "COMPLETED"
+        sessions = [e["session_id"] for e in _ops(server, "acquire")]
+        assert len(sessions) == 2, sessions
+        seen = json.loads(inst.run(["flux", "job", "attach", jobid], check=False
+                                   ).stdout.splitlines()[-1])
+        assert seen["ibm_fez_QRMI_JOB_ACQUISITION_TOKEN"] == sessions[1]
+        _balanced(server)
+    finally:
+        for other in (short, urgent):
+            if other:
+                inst.run(["flux", "cancel", other], check=False)
+        server.set(initial_queue=0, interactive_ttl=120.0)
+
+
 def test_cancel_while_held_cancels_the_anchor_and_closes_the_session(env) -> None:
     inst, server, work = env
     server.reset()

@@ -234,7 +234,7 @@ MAX_GIVEBACKS = 2
 
 
 def give_back_due(job: HybridJob, lead: float | None, requeue_wait: float | None,
-                  idle_timeout: float) -> bool:
+                  idle_timeout: float, held_for: float = 0.0) -> bool:
     """Whether to give a fresh vendor grant back (close the session, queue again later)
     instead of releasing the job into Fluxion's queue.
 
@@ -247,10 +247,31 @@ def give_back_due(job: HybridJob, lead: float | None, requeue_wait: float | None
     (``requeue_wait``, predicted): worth it only when that wait is shorter than the time
     the session would idle, and at most :data:`MAX_GIVEBACKS` times per job (after that
     the job keeps its grant, whatever it costs).
+
+    The same question is asked again while a released job waits for Fluxion
+    (:func:`recheck_due`): ``held_for`` is how long the session has been granted already,
+    so the bound is on the whole wait, grant to start (typically another held job
+    released just before took the nodes this one was predicted to get).
     """
     if lead is None or requeue_wait is None or job.givebacks >= MAX_GIVEBACKS:
         return False
-    return lead > idle_timeout / 2 and requeue_wait < lead
+    return held_for + lead > idle_timeout / 2 and requeue_wait < lead
+
+
+def recheck_due(job: HybridJob, now: float, idle_timeout: float) -> bool:
+    """Whether to ask Fluxion again about a released job that has not started yet.
+
+    At the grant Fluxion's estimate cannot see the other jobs just released into its
+    queue; a quarter of the idle timeout after the grant (and every eighth after that),
+    a job still without its nodes is asked about again, so that a grant it cannot use
+    soon is given back (:func:`give_back_due`) before the session has idled for half
+    the timeout.
+    """
+    if job.phase != "released" or "granted" not in job.times or "alloc" in job.times:
+        return False
+    if now - job.times["granted"] < idle_timeout / 4:
+        return False
+    return now - job.times.get("recheck", 0.0) >= idle_timeout / 8
 
 
 def keepalive_due(job: HybridJob, now: float, idle_timeout: float) -> bool:

@@ -59,6 +59,7 @@ from fluxqr.agent.jobs import (
     give_back_due,
     keepalive_due,
     memo_update,
+    recheck_due,
     release_due,
     step_period,
 )
@@ -408,6 +409,7 @@ class FluxqrModule(BrokerModule):
             self._on_urgency(job, ctx)
         elif name == "alloc":
             job.mark("alloc", event.timestamp)
+            self._jobspecs.pop(job.jobid, None)  # Fluxion is done with it
             self._account("job_running", job.jobid, event.timestamp)
             if job.phase not in ("ending", "done"):
                 job.phase = "running" if live or job.start == "now" else job.phase
@@ -634,6 +636,8 @@ class FluxqrModule(BrokerModule):
                 self._release(job)
             if job.phase == "released" and keepalive_due(job, time.time(), self._ttl(job)):
                 self._keepalive(job)
+            if job.held and recheck_due(job, time.time(), self._ttl(job)):
+                self._recheck(job)
             if self.limits and job.phase in ("granted", "released", "running") and \
                     self.ledger is not None:
                 self._check_limit(job)
@@ -924,8 +928,47 @@ class FluxqrModule(BrokerModule):
 
         self._work((job.jobid, "give-back"), closer, done)
 
+    def _recheck(self, job: HybridJob) -> None:
+        """Ask Fluxion again about a released job that has not started well after its
+        grant (:func:`~fluxqr.agent.jobs.recheck_due`); if it would still wait so long that
+        the session idles past half its timeout, hold the job again and give the grant
+        back (:func:`~fluxqr.agent.jobs.give_back_due`)."""
+        if (job.jobid, "lead") in self._busy:
+            return
+        self._busy.add((job.jobid, "lead"))
+        job.times["recheck"] = time.time()
+
+        def decide() -> None:
+            self._busy.discard((job.jobid, "lead"))
+            if job.phase != "released" or "alloc" in job.times or "granted" not in job.times:
+                return
+            requeue = max((e for e in (self.drain.eta(d, job.queue.get(d), 0.0)
+                                       for d in job.devices) if e is not None), default=None)
+            if give_back_due(job, job.lead, requeue, self._ttl(job),
+                             held_for=time.time() - job.times["granted"]):
+                self._rehold(job)
+
+        self._lead(job, decide)
+
+    def _rehold(self, job: HybridJob) -> None:
+        """Hold a released job again (urgency 0), then give its grant back. The job
+        manager refuses once the job has its resources: then it keeps its session."""
+
+        def answered(future) -> None:
+            try:
+                future.get()
+            except OSError:
+                return  # allocated meanwhile: it starts in the session it has
+            if job.phase != "released":
+                return  # ended meanwhile: _end closes the session
+            for key in ("granted", "keepalive", "agent-release", "recheck"):
+                job.times.pop(key, None)
+            self._give_back(job)
+
+        self.handle.rpc("job-manager.urgency", {"id": job.jobid, "urgency": 0}
+                        ).then(answered)
+
     def _release(self, job: HybridJob) -> None:
-        self._jobspecs.pop(job.jobid, None)  # Fluxion takes it from here
         job.mark("agent-release")
         job.phase = "released"
         job.why = None

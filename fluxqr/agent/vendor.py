@@ -42,7 +42,6 @@ class VendorState:
 
     granted: bool
     state: str                      # "queued", "running", "done", "failed", "canceled", ...
-    queue: int | None = None        # jobs ahead in the device's queue (all users), if known
     error: str | None = None
 
 
@@ -100,6 +99,13 @@ class QrmiSide(VendorSide):
         super().__init__(device)
         self._lock = threading.Lock()  # the shared qrmi resource object: calls in sequence
         self._adapter: Any = None
+        # One qrmi resource per open session, each with its own lock: a job's anchors,
+        # keepalives and polls never wait behind another job's vendor calls (a qrmi
+        # resource takes one call at a time). Measured: with eight held jobs on one
+        # device a keepalive queued behind the others' polls came too late, and the
+        # session lapsed (benchmarks/bench_two_queue.py, `minutes`).
+        self._meta = threading.Lock()
+        self._sessions: dict[str, tuple[Any, threading.Lock]] = {}
 
     def _resource(self) -> Any:
         """The shared adapter, for calls that name their task or session explicitly
@@ -133,13 +139,23 @@ class QrmiSide(VendorSide):
         return adapter_for(Device(**{**dev.__dict__,
                                      "params": {**dev.params, "config": config}}))
 
+    def _session(self, token: str) -> tuple[Any, threading.Lock]:
+        """Session ``token``'s own qrmi resource and its lock (made once per session)."""
+        with self._meta:
+            held = self._sessions.get(token)
+        if held is None:
+            made = (self._for_session(token), threading.Lock())  # outside: it may be slow
+            with self._meta:
+                held = self._sessions.setdefault(token, made)
+        return held
+
     def anchor(self, token: str | None) -> str | None:
         if token is None:
             return None
         import qrmi
 
-        with self._lock:
-            adapter = self._for_session(token)
+        adapter, lock = self._session(token)
+        with lock:
             try:
                 payload = qrmi.Payload.QiskitPrimitive(input=ANCHOR_INPUT, program_id="sampler")
                 return str(adapter.resource().task_start(payload))
@@ -147,21 +163,21 @@ class QrmiSide(VendorSide):
                 raise self._fail("task_start() of the anchor", err) from None
 
     def poll(self, token: str | None, anchor: str | None) -> VendorState:
-        queue = self.queue_length()
         if anchor is None:
-            return VendorState(False, "no anchor", queue)
-        with self._lock:
+            return VendorState(False, "no anchor")
+        adapter, lock = self._session(token) if token else (self._resource(), self._lock)
+        with lock:
             try:
-                status = str(self._resource().resource().task_status(anchor))
+                status = str(adapter.resource().task_status(anchor))
             except Exception as err:  # noqa: BLE001
-                return VendorState(False, "unknown", queue, str(self._fail("task_status()", err)))
+                return VendorState(False, "unknown", str(self._fail("task_status()", err)))
         state = status.rsplit(".", 1)[-1].lower()
         if state in ("running", "completed"):
-            return VendorState(True, "running" if state == "running" else "done", queue)
+            return VendorState(True, "running" if state == "running" else "done")
         if state in ("failed", "cancelled", "canceled"):
-            return VendorState(False, "failed" if state == "failed" else "canceled", queue,
+            return VendorState(False, "failed" if state == "failed" else "canceled",
                                f"the anchor task ended {state} before the device was granted")
-        return VendorState(False, "queued", queue)
+        return VendorState(False, "queued")
 
     def queue_length(self) -> int | None:
         with self._lock:
@@ -182,6 +198,8 @@ class QrmiSide(VendorSide):
     def close(self, token: str) -> None:
         with self._lock:
             self._resource().release(token)
+        with self._meta:
+            self._sessions.pop(token, None)
 
     def session(self, token: str) -> dict[str, Any] | None:
         from fluxqr.devices.qrmi_adapter import ibm_session_info
