@@ -347,8 +347,8 @@ def site():
                                          action=json.dumps(program))["quantumTaskArn"]
         assert aws.wait(arn) == "COMPLETED"
         tasks.append(arn)
-    bearers = [gw.iam("ibm_fez", {"apikey": [g.token]}, ("127.0.0.1", 1), ("127.0.0.1", 2))
-               [1]["access_token"] for g in (a, b)]
+    bearers = [gw.iam("ibm_fez", {"apikey": [g.token]}, os.getuid())[1]["access_token"]
+               for g in (a, b)]
     yield Site(gw, aws, ibm, a, b, tasks[0], tasks[1], *bearers)
     gw.stop()
     aws.stop()
