@@ -476,6 +476,11 @@ class Gateway:
                                         name="fluxqr-gateway", daemon=True)
         self._thread.start()
 
+    @property
+    def loopback(self) -> bool:
+        """Whether it listens on loopback only (tasks on other nodes need their relay)."""
+        return ipaddress.ip_address(self._server.server_address[0]).is_loopback
+
     # -- configuration and grants (called from the agent's reactor) ---------------------
 
     def configure(self, devices: Iterable[Device]) -> None:

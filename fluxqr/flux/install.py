@@ -59,6 +59,11 @@ MODULE = _HEADER + '''
 from fluxqr.agent.module import FluxqrModule  # noqa: E402,F401  (flux module load entry point)
 '''
 
+# loaded on every rank but the agent's: the credential gateway's endpoint on that node
+RELAY = _HEADER + '''
+from fluxqr.agent.relay import RelayModule  # noqa: E402,F401  (flux module load entry point)
+'''
+
 
 SHELL_PLUGIN = """-- Installed by "fluxqr flux-install": QPU environment for hybrid tasks.
 -- A job without attributes.system.quantum (a classical job) returns at once. FLUXQR_*
@@ -105,7 +110,11 @@ if not out:find ("FLUXQR_SESSION_ENV=ok", 1, true) then
 end
 for line in out:gmatch ("[^\\n]+") do
     local key, value = line:match ("^([%w_]+)=(.*)$")
-    if key and key ~= "FLUXQR_SESSION_ENV" then shell.setenv (key, value) end
+    if key == "FLUXQR_NOTICE" then
+        shell.log ("fluxqr: " .. value)   -- e.g. no credential relay on this node
+    elseif key and key ~= "FLUXQR_SESSION_ENV" then
+        shell.setenv (key, value)
+    end
 end
 """
 
@@ -159,6 +168,7 @@ def install(prefix: str | os.PathLike) -> dict[str, Path]:
                     COMMAND.format(python=sys.executable, paths=search_paths())),
         "plugin": (prefix / "cli" / "plugins" / "fluxqr.py", PLUGIN.format(paths=search_paths())),
         "module": (prefix / "modules" / "fluxqr.py", MODULE.format(paths=search_paths())),
+        "relay": (prefix / "modules" / "fluxqr-relay.py", RELAY.format(paths=search_paths())),
         "frobnicator": (prefix / "ingest" / FROBNICATOR_SHIM,
                         FROBNICATOR.format(paths=search_paths())),
         "validator": (prefix / "ingest" / VALIDATOR_SHIM, VALIDATOR.format(paths=search_paths())),
