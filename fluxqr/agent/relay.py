@@ -115,6 +115,17 @@ def decode_reply(payload: Any) -> tuple[int, bytes, str | None, dict[str, str]]:
     return payload["status"], base64.b64decode(str(payload.get("body") or "")), ctype, headers
 
 
+def _port(args: tuple[str, ...]) -> int:
+    """The ``port=N`` module argument (default 0: a free port); ValueError if bad."""
+    port = 0
+    for arg in args:
+        key, _, value = arg.partition("=")
+        if key != "port" or not value.isdigit() or int(value) > 65535:
+            raise ValueError(f"bad argument {arg[:40]!r} (the relay takes port=N only)")
+        port = int(value)
+    return port
+
+
 class Relay:
     """The loopback HTTP server of one node; ``forward(payload)`` gives a Future of the
     agent's answer (a ``fluxqr.relay`` response payload, or OSError)."""
@@ -181,7 +192,7 @@ class RelayModule(BrokerModule):
         self._sigterm = h.signal_watcher_create(signal.SIGTERM, lambda *_: self.stop())
         self._sigterm.start()
         try:
-            self.relay = Relay(self._submit)
+            self.relay = Relay(self._submit, port=_port(args))
         except Exception as exc:  # noqa: BLE001 - never stops the broker: idle, says why
             self.error = f"{type(exc).__name__}: {exc}"
             self.log.error(f"fluxqr: credential relay not started on rank {self.rank}: "

@@ -130,7 +130,8 @@ class LocalInstance:
         """Load the credential relay (``modules/fluxqr-relay.py``) on every rank but 0."""
         if self.size < 2:
             return
-        r = self.run(["flux", "exec", "-r", f"1-{self.size - 1}", self.flux, "module",
+        ranks = "1" if self.size == 2 else f"1-{self.size - 1}"
+        r = self.run(["flux", "exec", "-r", ranks, self.flux, "module",
                       "load", str(self.files["relay"])])
         if r.returncode != 0:
             raise RuntimeError(f"loading the fluxqr credential relays failed: {r.stderr}")
