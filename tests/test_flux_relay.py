@@ -14,7 +14,6 @@ import shutil
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import yaml
@@ -188,8 +187,11 @@ def test_relay_serves_one_uid_and_its_service_the_owner_only(env) -> None:
         refused = json.loads(inst.run([sys.executable, "-c", call, str(os.getuid()), form],
                                       env=_GUEST).stdout)
         assert refused == {"errno": errno.EPERM}
-        refused = json.loads(inst.run(["flux", "exec", "-r", "1", sys.executable, "-c", call,
-                                       str(os.getuid()), form], env=_GUEST).stdout)
+        # ... also from rank 1's broker, where the relay makes it
+        guest = [f"{k}={v}" for k, v in _GUEST.items()]
+        refused = json.loads(inst.run(["flux", "exec", "-r", "1", "env", *guest,
+                                       sys.executable, "-c", call, str(os.getuid()), form]
+                                      ).stdout)
         assert refused == {"errno": errno.EPERM}
         # ... nor learn or pose as a node's relay
         assert _relay_info(inst, guest=True).get("errno") == errno.EPERM
@@ -275,7 +277,9 @@ def test_a_rank_without_relay_gets_no_credential_and_says_why(env) -> None:
         out = inst.run(["flux", "job", "attach", jobid], check=False)
         assert info["result"] == "COMPLETED", out.stderr
         names = json.loads(out.stdout.splitlines()[-1])
-        assert not [n for n in names if "APIKEY" in n or n.endswith("_ENDPOINT")]
+        # the device's non-secret settings only, as with the gateway off: no key at all
+        assert "ibm_fez_QRMI_IBM_QCS_ENDPOINT" in names
+        assert not [n for n in names if "APIKEY" in n]
         notes = [x for x in out.stderr.splitlines() if "no credential relay on rank 1" in x]
         assert len(notes) == 1, out.stderr
         assert SECRET not in out.stdout + out.stderr
@@ -285,21 +289,29 @@ def test_a_rank_without_relay_gets_no_credential_and_says_why(env) -> None:
 
 
 def test_a_relay_that_cannot_listen_never_stops_its_broker(env) -> None:
-    """A relay given a port already taken stays loaded, idle, with one line in flux dmesg;
-    the broker and classical jobs on that node carry on."""
+    """A relay given a port already taken stays loaded, idle, with one line in its
+    broker's log (``flux dmesg`` on that rank); the broker and classical jobs on that node
+    carry on, and hybrid tasks there are told why they get no credential."""
     inst, server, work = env
     taken = int(_relay_info(inst)["url"].rsplit(":", 1)[1])
     inst.run(["flux", "exec", "-r", "1", inst.flux, "module", "remove", "fluxqr-relay"])
     inst.run(["flux", "exec", "-r", "1", inst.flux, "module", "load",
               str(inst.files["relay"]), f"port={server.url.rsplit(':', 1)[1]}"])
     try:
-        lines = [x for x in inst.run(["flux", "dmesg"]).stdout.splitlines()
-                 if "credential relay not started on rank 1" in x]
+        dmesg = inst.run(["flux", "exec", "-r", "1", inst.flux, "dmesg"]).stdout
+        lines = [x for x in dmesg.splitlines() if "credential relay not started" in x]
         assert len(lines) == 1, lines
         assert _relay_info(inst)["url"] is None
+        assert "Address already in use" in lines[0] and "Traceback" not in dmesg
         jobid = inst.run(["flux", "submit", "-N1", "--requires=host:node1", "true"]
                          ).stdout.strip()
         assert inst.wait_job(jobid)["result"] == "COMPLETED"
+        jobid = inst.run(["flux", "submit", "-N1", "--requires=host:node1",
+                          "--qpu-device=ibm_fez", "--qpu-start=now", "true"]).stdout.strip()
+        assert inst.wait_job(jobid)["result"] == "COMPLETED"
+        err = inst.run(["flux", "job", "attach", jobid], check=False).stderr
+        assert "no credential relay on rank 1 (OSError: [Errno 98] Address already in use)" \
+            in err
     finally:
         inst.run(["flux", "exec", "-r", "1", inst.flux, "module", "remove", "fluxqr-relay"])
         inst.load_relays()
