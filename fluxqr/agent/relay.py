@@ -40,7 +40,7 @@ from typing import Any
 from flux.brokermod import BrokerModule, request_handler
 from flux.constants import FLUX_POLLIN
 
-from fluxqr.agent.gateway import BoundedHandler, peer_uid
+from fluxqr.agent.gateway import READ_TIMEOUT, BoundedHandler, peer_uid
 
 #: the agent's service for relayed requests
 FORWARD_TOPIC = "fluxqr.relay"
@@ -130,11 +130,14 @@ class Relay:
     """The loopback HTTP server of one node; ``forward(payload)`` gives a Future of the
     agent's answer (a ``fluxqr.relay`` response payload, or OSError)."""
 
-    def __init__(self, forward: Any, host: str = "127.0.0.1", port: int = 0):
+    def __init__(self, forward: Any, host: str = "127.0.0.1", port: int = 0,
+                 timeout: float = READ_TIMEOUT):
         self.forward = forward
         relay = self
 
         class Handler(BoundedHandler):
+            read_timeout = timeout  # the gateway's own bound on reading a request
+
             def answer(self, body: bytes) -> tuple[int, bytes, str | None, dict[str, str]]:
                 return relay.answer(self, body)
 
