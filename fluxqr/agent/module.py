@@ -1246,7 +1246,8 @@ class FluxqrModule(BrokerModule):
             self._respond_env(job, msg, relay)
 
         try:
-            self.handle.rpc("fluxqr-relay.info", nodeid=rank).then(answered)
+            # bounded: a wedged rank delays its job shells by this much, then says why
+            self.handle.rpc("fluxqr-relay.info", nodeid=rank).then(answered, timeout=10.0)
         except OSError as exc:
             self._respond_env(job, msg, {"error": exc.strerror or str(exc)})
 
