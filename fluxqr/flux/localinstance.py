@@ -116,6 +116,8 @@ class LocalInstance:
             time.sleep(0.3)
         if self.agent:
             self.load_agent()
+            if self.relays:
+                self.load_relays()
         return self
 
     def load_agent(self, *args: str) -> None:
@@ -123,8 +125,6 @@ class LocalInstance:
         r = self.run(["flux", "module", "load", str(self.module), *self.agent_args, *args])
         if r.returncode != 0:
             raise RuntimeError(f"loading the fluxqr agent failed: {r.stderr}")
-        if self.relays:
-            self.load_relays()
 
     def load_relays(self) -> None:
         """Load the credential relay (``modules/fluxqr-relay.py``) on every rank but 0."""
