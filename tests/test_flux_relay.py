@@ -9,7 +9,6 @@ import errno
 import hashlib
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -17,7 +16,14 @@ import time
 
 import pytest
 import yaml
-from fluxinst import QRMI_SAMPLER_TASK, FluxInstance, build_r, requires_flux
+from fluxinst import (
+    QRMI_SAMPLER_TASK,
+    FluxInstance,
+    build_r,
+    gateway_url,
+    relay_info,
+    requires_flux,
+)
 from standins.qcs_server import QCSStandIn
 
 pytestmark = [requires_flux, pytest.mark.flux]
@@ -85,25 +91,12 @@ def env(tmp_path_factory):
     server.stop()
 
 
-def _relay_info(inst: FluxInstance, rank: int = 1, guest: bool = False) -> dict:
-    code = ("import flux, json, sys\n"
-            "try:\n"
-            "    print(json.dumps(flux.Flux().rpc('fluxqr-relay.info', nodeid=int(sys.argv[1]))"
-            ".get()))\n"
-            "except OSError as e:\n"
-            "    print(json.dumps({'errno': e.errno, 'error': e.strerror}))\n")
-    return json.loads(inst.run([sys.executable, "-c", code, str(rank)],
-                               env=_GUEST if guest else None).stdout)
-
-
 #: a second user (flux-core's testing userid: the instance owner acting as another uid)
 _GUEST = {"FLUX_HANDLE_USERID": str(os.getuid() + 4242), "FLUX_HANDLE_ROLEMASK": "0x2"}
 
 
-def _gateway_url(inst: FluxInstance) -> str:
-    found = re.findall(r"credential gateway at (http://\S+)", inst.run(["flux", "dmesg"]).stdout)
-    assert found, "the agent logs where its gateway listens"
-    return found[-1]
+def _relay_info(inst: FluxInstance, rank: int = 1, guest: bool = False) -> dict:
+    return relay_info(inst, rank, env=_GUEST if guest else None)
 
 
 def _listening(port: int) -> list[str]:
@@ -130,7 +123,7 @@ def test_task_on_rank_1_reaches_the_vendor_through_its_nodes_relay(env) -> None:
     server.reset()
     relay = _relay_info(inst)
     assert relay["rank"] == 1 and relay["url"].startswith("http://127.0.0.1:"), relay
-    gateway = _gateway_url(inst)
+    gateway = gateway_url(inst)
     assert gateway.startswith("http://127.0.0.1:") and gateway != relay["url"]
     # the gateway listens on loopback only: 127.0.0.1, no wildcard address
     assert _listening(int(gateway.rsplit(":", 1)[1])) == ["0100007F"]
