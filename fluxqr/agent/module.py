@@ -1200,7 +1200,7 @@ class FluxqrModule(BrokerModule):
         from fluxqr.core.sessions import JobSessions, SessionRecord, task_environment
 
         rank = _rank_of(msg)
-        if relay is None and self.gateway is not None and rank not in (None, self.rank):
+        if relay is None and rank not in (None, self.rank) and self._needs_gateway(job):
             self._ask_relay(job, msg, rank)  # answers through here again, with ``relay``
             return
         try:
@@ -1213,7 +1213,7 @@ class FluxqrModule(BrokerModule):
             access, notice = None, None
             if self.gateway is not None:
                 grant = self.gateway.grant(job.jobid, job.userid, devices, job.tokens)
-                base, notice = self._gateway_base(job, rank, relay)
+                base, notice = self._gateway_base(job, rank, relay) if grant else (None, None)
                 access = self.gateway.settings(grant, base) if grant and not notice else None
             env = task_environment(js, devices, gateway=access)
         except (FluxqrError, KeyError, AttributeError) as exc:
@@ -1230,6 +1230,16 @@ class FluxqrModule(BrokerModule):
     def rank(self) -> int:
         return self.handle.get_rank()
 
+    def _needs_gateway(self, job: HybridJob) -> bool:
+        """Whether the job holds a device its tasks reach through the gateway."""
+        from fluxqr.agent.gateway import speaks, speaks_braket
+
+        try:
+            return self.gateway is not None and any(
+                speaks(d) or speaks_braket(d) for d in map(self.inventory.get, job.devices))
+        except (FluxqrError, KeyError, AttributeError):
+            return False  # answered (with the error) without asking any relay
+
     def _ask_relay(self, job: HybridJob, msg: Any, rank: int) -> None:
         """Ask rank ``rank``'s relay where it listens (every time: a relay reloaded on a
         new port is never stale), then answer the job shell's ``msg``."""
@@ -1239,11 +1249,15 @@ class FluxqrModule(BrokerModule):
             except OSError as exc:
                 relay = {"error": "not loaded" if exc.errno == errno.ENOSYS else
                          (exc.strerror or str(exc))}
-            if job.phase in ("ending", "done"):  # ended meanwhile: mint it no grant
-                self.handle.respond_error(msg, errno.ECANCELED,
-                                          f"fluxqr: {job.why or f'job {job.jobid} has ended'}")
-                return
-            self._respond_env(job, msg, relay)
+            try:
+                if job.phase in ("ending", "done"):  # ended meanwhile: mint it no grant
+                    self.handle.respond_error(msg, errno.ECANCELED, "fluxqr: "
+                                              f"{job.why or f'job {job.jobid} has ended'}")
+                else:
+                    self._respond_env(job, msg, relay)
+            except Exception as exc:  # noqa: BLE001 - a callback's error stops the reactor
+                self.log.error(f"fluxqr: job {job.jobid}: session-env on rank {rank}: "
+                               f"{type(exc).__name__}: {exc}")
 
         try:
             # bounded: a wedged rank delays its job shells by this much, then says why
