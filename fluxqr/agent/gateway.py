@@ -39,7 +39,10 @@ agent reloaded meanwhile gives them back to the job's new grant (:meth:`Gateway.
 
 On a loopback connection the gateway also checks who is calling: the socket's owner
 (from ``/proc/net/tcp``) must be the job's owner or the instance owner, so a token
-copied to another local user is useless to them.
+copied to another local user is useless to them. Tasks on other nodes talk to their
+node's relay (:mod:`fluxqr.agent.relay`), which reads the request within the same bounds
+(:class:`BoundedHandler`), looks its caller up the same way and forwards it over the Flux
+overlay; the agent answers it with :meth:`Gateway.dispatch`, as a request of that uid.
 """
 
 from __future__ import annotations
