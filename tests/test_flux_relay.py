@@ -310,3 +310,31 @@ def test_a_relay_that_cannot_listen_never_stops_its_broker(env) -> None:
         inst.load_relays()
     assert taken  # a fresh relay took a new free port
     assert _relay_info(inst)["url"].startswith("http://127.0.0.1:")
+
+
+def test_a_relay_that_cannot_import_fluxqr_loads_idle_and_says_why(env) -> None:
+    """A node where the relay's shim cannot import fluxqr (a broken install there): the
+    load still succeeds (a failed load would fail that broker's rc1), one line in its
+    dmesg, and the node's hybrid jobs are told why they get no credential."""
+    inst, server, work = env
+    broken = work / "broken" / "fluxqr-relay.py"
+    broken.parent.mkdir(exist_ok=True)
+    text = inst.files["relay"].read_text()
+    assert "from fluxqr.agent.relay import RelayModule" in text
+    broken.write_text(text.replace("fluxqr.agent.relay", "fluxqr.agent.not_installed_here"))
+    inst.run(["flux", "exec", "-r", "1", inst.flux, "module", "remove", "fluxqr-relay"])
+    try:
+        inst.run(["flux", "exec", "-r", "1", inst.flux, "module", "load", str(broken)])
+        dmesg = inst.run(["flux", "exec", "-r", "1", inst.flux, "dmesg"]).stdout
+        lines = [x for x in dmesg.splitlines() if "cannot import fluxqr" in x]
+        assert len(lines) == 1 and "Traceback" not in dmesg, lines
+        assert _relay_info(inst) == {"rank": 1, "url": None, "error": "cannot import fluxqr"}
+        jobid = inst.run(["flux", "submit", "-N1", "--requires=host:node1",
+                          "--qpu-device=ibm_fez", "--qpu-start=now", "true"]).stdout.strip()
+        assert inst.wait_job(jobid)["result"] == "COMPLETED"
+        err = inst.run(["flux", "job", "attach", jobid], check=False).stderr
+        assert "no credential relay on rank 1 (cannot import fluxqr)" in err
+    finally:
+        inst.run(["flux", "exec", "-r", "1", inst.flux, "module", "remove", "fluxqr-relay"])
+        inst.load_relays()
+    assert _relay_info(inst)["url"].startswith("http://127.0.0.1:")

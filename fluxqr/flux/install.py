@@ -59,9 +59,30 @@ MODULE = _HEADER + '''
 from fluxqr.agent.module import FluxqrModule  # noqa: E402,F401  (flux module load entry point)
 '''
 
-# loaded on every rank but the agent's: the credential gateway's endpoint on that node
+# loaded on every rank but the agent's: the credential gateway's endpoint on that node. A
+# node where fluxqr cannot be imported gets one log line and an idle relay, never a failed
+# load (which would fail the broker's rc1 there).
 RELAY = _HEADER + '''
-from fluxqr.agent.relay import RelayModule  # noqa: E402,F401  (flux module load entry point)
+try:
+    from fluxqr.agent.relay import RelayModule  # noqa: F401  (flux module load entry point)
+except Exception as _exc:  # noqa: BLE001
+    _why = f"{{type(_exc).__name__}}: {{_exc}}"[:300]
+
+    def mod_main(h, *args):
+        import syslog
+
+        from flux.constants import FLUX_MSGTYPE_REQUEST
+
+        h.log(syslog.LOG_ERR, "fluxqr: credential relay not started: cannot import fluxqr "
+              f"({{_why}}); tasks on this node get no vendor credential")
+
+        def info(h, _type, msg, _arg):  # the agent asks: it tells the job why
+            h.respond(msg, {{"rank": h.get_rank(), "url": None,
+                             "error": "cannot import fluxqr"}})
+
+        watcher = h.msg_watcher_create(info, FLUX_MSGTYPE_REQUEST, "fluxqr-relay.info")
+        watcher.start()
+        h.reactor_run()  # idle until its broker removes it
 '''
 
 
