@@ -21,7 +21,8 @@ and completes the handler's future from the RPC's continuation.
 
 A relay that cannot start (no port, no loopback) stays loaded and idle, says why in one
 line of ``flux dmesg`` and never stops its broker: jobs on that node then get no
-credential and a one-line notice in their output.
+credential and a one-line notice in their output. Module argument: ``port=N`` (default 0,
+a free port).
 """
 
 from __future__ import annotations
