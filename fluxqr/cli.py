@@ -349,9 +349,12 @@ def cmd_session(args: argparse.Namespace) -> int:
     from fluxqr.agent.sessions import remote_environment
     from fluxqr.flux import instance
 
-    env = remote_environment(instance.connect(), _jobid(args))
+    notices: list[str] = []
+    env = remote_environment(instance.connect(), _jobid(args), notices)
     for key, value in env.items():
         print(f"{key}={value}")
+    for notice in notices:  # the job shell logs it into the job's output
+        print(f"FLUXQR_NOTICE={notice}")
     print("FLUXQR_SESSION_ENV=ok")  # the shell plugin's proof of a complete answer
     return 0
 

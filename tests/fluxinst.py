@@ -133,3 +133,26 @@ def qpus_of(inst: FluxInstance, jobid: str) -> list[str]:
     assert r["execution"]["R_lite"], "the job's R must hold its nodes"
     return sorted(n["metadata"]["name"] for n in r["scheduling"]["graph"]["nodes"]
                   if n["metadata"]["type"] == "qpu")
+
+
+def relay_info(inst: FluxInstance, rank: int = 1, env: dict[str, str] | None = None
+               ) -> dict[str, Any]:
+    """What rank ``rank``'s credential relay answers (``url``, ``error``), or ``errno``."""
+    code = ("import flux, json, sys\n"
+            "try:\n"
+            "    print(json.dumps(flux.Flux().rpc('fluxqr-relay.info', "
+            "nodeid=int(sys.argv[1])).get()))\n"
+            "except OSError as e:\n"
+            "    print(json.dumps({'errno': e.errno, 'error': e.strerror}))\n")
+    return json.loads(inst.run([sys.executable, "-c", code, str(rank)], env=env).stdout)
+
+
+def gateway_url(inst: FluxInstance) -> str:
+    """Where the agent's credential gateway listens (its last ``flux dmesg`` line)."""
+    import re
+
+    found = re.findall(r"credential gateway at (http://\S+)",
+                       inst.run(["flux", "dmesg"]).stdout)
+    assert found, "the agent logs where its gateway listens"
+    return found[-1]
+

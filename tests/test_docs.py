@@ -53,6 +53,7 @@ WORKDIR_FILES = {
 }
 #: the admin guide's site paths, replaced by the test instance's own in its modprobe files
 SITE_MODULE = "/opt/fluxqr/flux/modules/fluxqr.py"
+SITE_RELAY = "/opt/fluxqr/flux/modules/fluxqr-relay.py"
 #: fluxqr subcommands the docs need not show being run (called by Flux, not by people)
 NOT_SHOWN = {"session"}
 SHELL_LANGUAGES = {"bash", "sh", "shell", "shell-session", "sh-session", "zsh"}
@@ -295,8 +296,9 @@ def instance(tmp_path_factory):
     (modprobe / "rc1.d").mkdir()
     toml = (EXAMPLES / "modprobe" / "fluxqr.toml").read_text()
     assert SITE_MODULE in toml, f"docs/examples/modprobe/fluxqr.toml must load {SITE_MODULE}"
+    relay = Path(env["FLUXQR_MODULE"]).with_name("fluxqr-relay.py")
     (modprobe / "modprobe.d" / "fluxqr.toml").write_text(
-        toml.replace(SITE_MODULE, env["FLUXQR_MODULE"]))
+        toml.replace(SITE_MODULE, env["FLUXQR_MODULE"]).replace(SITE_RELAY, str(relay)))
     shutil.copy(EXAMPLES / "modprobe" / "fluxqr.py", modprobe / "rc1.d" / "fluxqr.py")
     env["FLUX_MODPROBE_PATH_APPEND"] = str(modprobe)
     kwargs: dict = {}
@@ -317,6 +319,12 @@ def instance(tmp_path_factory):
                 "the fluxqr module loaded by the documented modprobe files never ran a " \
                 f"cycle:\n{inst.run(['flux', 'dmesg'], check=False).stdout[-3000:]}"
             time.sleep(0.5)
+        # ... and the credential relay on rank 1 (the documented modprobe files again)
+        info = inst.run([sys.executable, "-c", "import flux, json; print(json.dumps("
+                         "flux.Flux().rpc('fluxqr-relay.info', nodeid=1).get()))"],
+                        check=False)
+        assert info.returncode == 0 and '"url": "http://127.0.0.1:' in info.stdout, \
+            f"no credential relay on rank 1: {info.stderr}"
         yield inst
     finally:
         inst.stop()

@@ -11,7 +11,7 @@ import time
 
 import pytest
 import yaml
-from fluxinst import FluxInstance, build_r, requires_flux
+from fluxinst import FluxInstance, build_r, gateway_url, relay_info, requires_flux
 
 pytest.importorskip("braket.aws")
 
@@ -60,10 +60,14 @@ def env(tmp_path_factory):
     server.stop()
 
 
-def test_bell_on_braket_through_the_gateway_is_accounted(env) -> None:
+@pytest.mark.parametrize("rank", [0, 1])
+def test_bell_on_braket_through_the_gateway_is_accounted(env, rank: int) -> None:
+    """On rank 0 the task reaches the gateway itself; on rank 1 its node's relay (botocore
+    signs for the relay's address, which the gateway verifies)."""
     inst, server, work = env
-    jobid = inst.run(["flux", "submit", "-N1", "--qpu-device=sv1", "--qpu-start=now",
-                      sys.executable, str(work / "task.py")]).stdout.strip()
+    jobid = inst.run(["flux", "submit", "-N1", f"--requires=host:node{rank}",
+                      "--qpu-device=sv1", "--qpu-start=now", sys.executable,
+                      str(work / "task.py")]).stdout.strip()
     info = inst.wait_job(jobid, timeout=180)
     out = inst.run(["flux", "job", "attach", jobid], check=False)
     assert info["result"] == "COMPLETED", out.stderr
@@ -74,6 +78,8 @@ def test_bell_on_braket_through_the_gateway_is_accounted(env) -> None:
     # the task talked to the gateway with its job's key, never the site's
     assert task_env["AWS_ENDPOINT_URL_BRAKET"].startswith("http://127.0.0.1:")
     assert task_env["AWS_ENDPOINT_URL_BRAKET"] != server.url
+    url = relay_info(inst, 1)["url"] if rank else gateway_url(inst)
+    assert task_env["AWS_ENDPOINT_URL_BRAKET"] == url + "/braket"
     assert task_env["AWS_ACCESS_KEY_ID"].startswith("FLUXQRJOB")
     assert ID_VAR not in task_env and SECRET_VAR not in task_env
     assert SITE_SECRET not in out.stdout + out.stderr

@@ -250,3 +250,50 @@ def test_gateway_setting() -> None:
     for bad in ("localhost:1", "127.0.0.1", "127.0.0.1:70000", "1.2.3.4:x"):
         with pytest.raises(FluxqrError, match="gateway: invalid address"):
             parse_gateway(bad)
+
+
+def test_dispatch_answers_without_a_socket_for_the_uid_it_is_given(site) -> None:
+    """What a node's relay forwards: the caller's uid is the relay's word, checked as the
+    socket's owner is; the same routes, refusals and settings as over HTTP."""
+    from http.client import HTTPMessage
+
+    gw, inv, a, _ = site
+    grant = gw.grant(109, os.getuid() + 4242, [inv.get("ibm_fez")], {})
+    form = urllib.parse.urlencode({"apikey": grant.token}).encode()
+    headers = HTTPMessage()
+    headers["Content-Type"] = "application/x-www-form-urlencoded"
+    iam = "/ibm_fez/iam/identity/token"
+    # neither the job's owner nor the instance owner: refused, whatever the token
+    status, body, ctype, _ = gw.dispatch("POST", iam, headers, form, os.getuid() + 1)
+    assert status == 403 and ctype == "application/json" and b"owner only" in body
+    status, body, _, _ = gw.dispatch("POST", iam, headers, form, os.getuid() + 4242)
+    assert status == 200
+    headers["Authorization"] = f"Bearer {json.loads(body)['access_token']}"
+    a.reset()
+    assert gw.dispatch("GET", "/ibm_fez/api/backends", headers, b"", os.getuid() + 4242)[0] \
+        == 200
+    assert gw.dispatch("GET", "/ibm_fez/api/backends", headers, b"", os.getuid() + 1)[0] \
+        == 403
+    assert [r["path"] for r in a.log()["requests"] if "backends" in r["path"]] == \
+        ["/backends"], "only the job owner's call went upstream"
+    assert gw.dispatch("GET", "/ibm_fez/admin", headers, b"", None)[0] == 404
+    assert gw.dispatch("GET", "/braket/device/x", HTTPMessage(), b"", None)[0] == 403
+    # the relay's settings: the same token, the node's relay URL
+    relay = gw.settings(grant, "http://127.0.0.1:1/")["ibm_fez"]
+    assert relay["QRMI_IBM_QCS_ENDPOINT"] == "http://127.0.0.1:1/ibm_fez/api"
+    assert relay["QRMI_IBM_QCS_IAM_APIKEY"] == grant.token
+    gw.revoke(109)
+
+
+def test_relayed_request_payloads_are_checked_before_the_gateway_sees_them() -> None:
+    relay = pytest.importorskip("fluxqr.agent.relay", reason="needs the flux bindings")
+    good = {"uid": 0, "method": "GET", "target": "/x", "headers": [["A", "b"]], "body": ""}
+    assert relay.decode_request(good)[:3] == (0, "GET", "/x")
+    for bad in ({**good, "uid": -1}, {**good, "uid": True}, {**good, "uid": "0"},
+                {**good, "method": "GE T"}, {**good, "method": "X" * 21},
+                {**good, "target": "x"}, {**good, "target": "/" * 70000},
+                {**good, "headers": [["A"]]}, {**good, "headers": [["A", 1]]},
+                {**good, "headers": [["A", "b"]] * 201}, {**good, "body": "not base64!"},
+                {**good, "body": None}, [], None):
+        with pytest.raises(ValueError):
+            relay.decode_request(bad)

@@ -20,6 +20,7 @@ import os
 import socket
 import urllib.parse
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 from unittest import mock
@@ -53,6 +54,7 @@ class Site:
     b_task: str       # one job B created
     a_bearer: str
     b_bearer: str
+    relay: Any = None   # a node's relay (fluxqr.agent.relay) in front of the gateway
 
     @property
     def authority(self) -> str:
@@ -66,8 +68,10 @@ class Site:
         return arn.rsplit("/", 1)[-1]
 
 
-def _send(site: Site, raw: bytes) -> tuple[int, dict[str, str], bytes]:
-    host, port = site.gw._server.server_address[:2]
+def _send(site: Site, raw: bytes, via: str = "gateway") -> tuple[int, dict[str, str], bytes]:
+    """Send ``raw`` to the gateway, or (``via="relay"``) to a relay in front of it."""
+    server = site.relay._server if via == "relay" else site.gw._server
+    host, port = server.server_address[:2]
     with socket.create_connection((host, port), timeout=30) as sock:
         sock.sendall(raw)
         resp = http.client.HTTPResponse(sock, method="GET")
@@ -347,9 +351,12 @@ def site():
                                          action=json.dumps(program))["quantumTaskArn"]
         assert aws.wait(arn) == "COMPLETED"
         tasks.append(arn)
-    bearers = [gw.iam("ibm_fez", {"apikey": [g.token]}, ("127.0.0.1", 1), ("127.0.0.1", 2))
-               [1]["access_token"] for g in (a, b)]
-    yield Site(gw, aws, ibm, a, b, tasks[0], tasks[1], *bearers)
+    bearers = [gw.iam("ibm_fez", {"apikey": [g.token]}, os.getuid())[1]["access_token"]
+               for g in (a, b)]
+    relay = _relay(gw)
+    yield Site(gw, aws, ibm, a, b, tasks[0], tasks[1], *bearers, relay=relay)
+    if relay is not None:
+        relay.stop()
     gw.stop()
     aws.stop()
     ibm.stop()
@@ -360,13 +367,40 @@ def site():
             os.environ[k] = v
 
 
-def _probe(site: Site, build: Callable[[Site], bytes], caplog: Any, capfd: Any
-           ) -> tuple[int, dict[str, str], bytes]:
+def _relay(gw: Gateway) -> Any:
+    """A node's relay in front of ``gw``, its Flux RPC played by a JSON round trip of the
+    same payloads into :meth:`Gateway.dispatch` (the real overlay: test_flux_relay.py);
+    None without the flux bindings."""
+    try:
+        from fluxqr.agent.relay import Relay, decode_request, encode_reply
+    except ImportError:
+        return None
+
+    def forward(payload: dict[str, Any]) -> Future:
+        future: Future = Future()
+        uid, method, target, headers, body = decode_request(json.loads(json.dumps(payload)))
+        answer = gw.dispatch(method, target, headers, body, uid)
+        future.set_result(json.loads(json.dumps(encode_reply(*answer))))
+        return future
+
+    return Relay(forward, timeout=gw.read_timeout)
+
+
+@pytest.fixture(params=["gateway", "relay"])
+def via(request: Any, site: Site) -> str:
+    """Probes go to the gateway, and to a relay in front of it (same bounds, same answers)."""
+    if request.param == "relay" and site.relay is None:
+        pytest.skip("no flux bindings: the relay module cannot be imported")
+    return request.param
+
+
+def _probe(site: Site, build: Callable[[Site], bytes], caplog: Any, capfd: Any,
+           via: str = "gateway") -> tuple[int, dict[str, str], bytes]:
     site.aws.reset()
     site.ibm.reset()
     capfd.readouterr()
     with caplog.at_level(logging.INFO, logger="fluxqr"):
-        status, headers, body = _send(site, build(site))
+        status, headers, body = _send(site, build(site), via)
     out, err = capfd.readouterr()
     assert 400 <= status < 500, (status, body[:300])
     reply = json.dumps(headers) + body.decode("latin-1")
@@ -382,8 +416,8 @@ def _probe(site: Site, build: Callable[[Site], bytes], caplog: Any, capfd: Any
 
 @pytest.mark.parametrize("name,build", BRAKET_PROBES, ids=[n for n, _ in BRAKET_PROBES])
 def test_braket_probe(site: Site, name: str, build: Callable[[Site], bytes], caplog: Any,
-                      capfd: Any) -> None:
-    status, headers, body = _probe(site, build, caplog, capfd)
+                      capfd: Any, via: str) -> None:
+    status, headers, body = _probe(site, build, caplog, capfd, via)
     if body.startswith(b"<?xml"):  # S3's error document
         assert b"<Error><Code>" in body and b"</Message></Error>" in body
     else:  # Braket's: a JSON message and the error type botocore reads
@@ -393,12 +427,13 @@ def test_braket_probe(site: Site, name: str, build: Callable[[Site], bytes], cap
 
 @pytest.mark.parametrize("name,build", IBM_PROBES, ids=[n for n, _ in IBM_PROBES])
 def test_ibm_probe(site: Site, name: str, build: Callable[[Site], bytes], caplog: Any,
-                   capfd: Any) -> None:
-    _, _, body = _probe(site, build, caplog, capfd)
+                   capfd: Any, via: str) -> None:
+    _, _, body = _probe(site, build, caplog, capfd, via)
     assert isinstance(json.loads(body), dict)
 
 
-def test_the_probes_are_refused_for_what_they_are_not_by_accident(site: Site) -> None:
+def test_the_probes_are_refused_for_what_they_are_not_by_accident(site: Site, via: str
+                                                                   ) -> None:
     """The same requests, done right, work: the refusals above are the probes' doing."""
     ok = [_job(site, "GET", f"/braket/device/{_q(SV1)}"),
           _job(site, "GET", f"/braket/quantum-task/{_q(site.a_task)}"),
@@ -408,7 +443,7 @@ def test_the_probes_are_refused_for_what_they_are_not_by_accident(site: Site) ->
                             f"{_q(f'tasks/{site.tid(site.a_task)}')}", service="s3"),
           _ibm(site, "GET", "/ibm_fez/api/sessions/sess-A", bearer=site.a_bearer)]
     for raw in ok:
-        status, _, body = _send(site, raw)
+        status, _, body = _send(site, raw, via)
         assert status in (200, 404), body[:300]  # 404: sess-A is not a vendor session
     assert any(r["path"] == "/sessions/sess-A" for r in site.ibm.log()["requests"])
 

@@ -39,7 +39,10 @@ agent reloaded meanwhile gives them back to the job's new grant (:meth:`Gateway.
 
 On a loopback connection the gateway also checks who is calling: the socket's owner
 (from ``/proc/net/tcp``) must be the job's owner or the instance owner, so a token
-copied to another local user is useless to them.
+copied to another local user is useless to them. Tasks on other nodes talk to their
+node's relay (:mod:`fluxqr.agent.relay`), which reads the request within the same bounds
+(:class:`BoundedHandler`), looks its caller up the same way and forwards it over the Flux
+overlay; the agent answers it with :meth:`Gateway.dispatch`, as a request of that uid.
 """
 
 from __future__ import annotations
@@ -64,6 +67,10 @@ from fluxqr.core.inventory import Device
 from fluxqr.errors import FluxqrError
 
 log = logging.getLogger(__name__)
+
+#: who is calling: a uid, None (unknown: a remote caller), or a callable giving either
+#: (the /proc lookup is done only when a live token makes it matter)
+Peer = int | None | Callable[[], int | None]
 
 #: qrmi.ResourceType members the gateway speaks, and their settings prefix
 SPOKEN = {"IBMQuantumComputeService": "QRMI_IBM_QCS"}
@@ -472,6 +479,11 @@ class Gateway:
                                         name="fluxqr-gateway", daemon=True)
         self._thread.start()
 
+    @property
+    def loopback(self) -> bool:
+        """Whether it listens on loopback only (tasks on other nodes need their relay)."""
+        return ipaddress.ip_address(self._server.server_address[0]).is_loopback
+
     # -- configuration and grants (called from the agent's reactor) ---------------------
 
     def configure(self, devices: Iterable[Device]) -> None:
@@ -556,13 +568,15 @@ class Gateway:
         with self._lock:
             return sorted(self._grants)
 
-    def settings(self, grant: Grant) -> dict[str, dict[str, str]]:
-        """Per device name: the QRMI settings (suffix -> value) that point its tasks here."""
+    def settings(self, grant: Grant, base: str | None = None) -> dict[str, dict[str, str]]:
+        """Per device name: the QRMI settings (suffix -> value) that point its tasks here,
+        or at ``base`` (the URL of the relay on the tasks' node, which forwards here)."""
+        url = (base or self.url).rstrip("/")
         out = {}
         for rid, name in grant.resources.items():
             prefix = SPOKEN[qrmi_member(self._upstreams[rid].device)]
-            out[name] = {f"{prefix}_ENDPOINT": f"{self.url}/{rid}/api",
-                         f"{prefix}_IAM_ENDPOINT": f"{self.url}/{rid}/iam",
+            out[name] = {f"{prefix}_ENDPOINT": f"{url}/{rid}/api",
+                         f"{prefix}_IAM_ENDPOINT": f"{url}/{rid}/iam",
                          f"{prefix}_IAM_APIKEY": grant.token}
             if self._upstreams[rid].crn:
                 out[name][f"{prefix}_SERVICE_CRN"] = self._upstreams[rid].crn
@@ -570,13 +584,13 @@ class Gateway:
             # the variables are process-wide: every Braket device of a job shares the one
             # gateway key (its account is picked per call); the first device's bucket wins
             up = self._braket[arn]
-            out[name] = {"AWS_ENDPOINT_URL_BRAKET": self.url + BRAKET_PATH,
-                         "AWS_ENDPOINT_URL_S3": self.url + BRAKET_PATH,
+            out[name] = {"AWS_ENDPOINT_URL_BRAKET": url + BRAKET_PATH,
+                         "AWS_ENDPOINT_URL_S3": url + BRAKET_PATH,
                          "AWS_ACCESS_KEY_ID": grant.access_key,
                          "AWS_SECRET_ACCESS_KEY": grant.token,
                          "AWS_DEFAULT_REGION": up.region,
                          "AMZN_BRAKET_OUT_S3_BUCKET": up.bucket,
-                         "FLUXQR_BRAKET_GATEWAY": self.url + BRAKET_PATH}
+                         "FLUXQR_BRAKET_GATEWAY": url + BRAKET_PATH}
         return out
 
     def stop(self) -> None:
@@ -592,13 +606,42 @@ class Gateway:
 
     # -- requests (handler threads) ------------------------------------------------------
 
-    def _peer_ok(self, grant: Grant, client: tuple[Any, ...],
-                 server: tuple[Any, ...]) -> bool:
-        uid = peer_uid(client, server)
+    def _peer_ok(self, grant: Grant, peer: Peer) -> bool:
+        uid = peer() if callable(peer) else peer
         return uid is None or uid in (grant.userid, self.owner)
 
-    def iam(self, rid: str, form: dict[str, list[str]], client: tuple[Any, ...],
-            server: tuple[Any, ...]) -> tuple[int, Any]:
+    def dispatch(self, method: str, target: str, headers: Any, body: bytes, peer: Peer
+                 ) -> tuple[int, bytes, str | None, dict[str, str]]:
+        """Answer one request whose bytes were already read within the bounds
+        (:class:`BoundedHandler`): ``target`` is the raw path and query, ``headers`` a
+        case-insensitive mapping (``http.client.HTTPMessage``), ``peer`` the caller's uid
+        (None: unknown, a remote caller) or a callable giving it when needed. Returns
+        (status, body, content type, extra headers). Used by the HTTP server here and
+        for requests a node's relay (:mod:`fluxqr.agent.relay`) forwards over Flux."""
+        url = urllib.parse.urlsplit(target)
+        if url.path == BRAKET_PATH or url.path.startswith(BRAKET_PATH + "/"):
+            try:
+                return self.braket(method, target, headers, body, peer)
+            except Exception as exc:  # noqa: BLE001 - never kills the gateway
+                log.error("fluxqr gateway: internal error: %s", type(exc).__name__)
+                return _aws_error(_service_of(headers), 500, "InternalServiceException",
+                                  "gateway error")
+        rid, _, rest = url.path.lstrip("/").partition("/")
+        kind, _, rest = rest.partition("/")
+        rid = urllib.parse.unquote(rid)
+        try:
+            if kind == "iam" and rest.rstrip("/") == "identity/token" and method == "POST":
+                form = urllib.parse.parse_qs(body.decode("utf-8", "replace"))
+                status, payload = self.iam(rid, form, peer)
+                return (*_json(status, payload), {})
+            if kind == "api":
+                return (*self.api(rid, method, rest, url.query, headers, body, peer), {})
+            return (*_json(404, {"errors": [{"message": "no such route"}]}), {})
+        except Exception as exc:  # noqa: BLE001 - one bad request never kills the gateway
+            log.error("fluxqr gateway: internal error: %s", type(exc).__name__)
+            return (*_json(500, {"errors": [{"message": "gateway error"}]}), {})
+
+    def iam(self, rid: str, form: dict[str, list[str]], peer: Peer) -> tuple[int, Any]:
         token = (form.get("apikey") or [""])[0]
         with self._lock:
             grant = self._by_token.get(token)
@@ -607,7 +650,7 @@ class Gateway:
                              "errorMessage": "Provided API key could not be found."}
             if rid not in grant.resources:
                 return 403, {"errorMessage": "this job does not hold that device"}
-            if not self._peer_ok(grant, client, server):
+            if not self._peer_ok(grant, peer):
                 return 403, {"errorMessage": "this job's token is for its owner only"}
             bearer = "fluxqr-" + secrets.token_urlsafe(32)
             self._bearers[bearer] = (grant, rid)
@@ -617,8 +660,7 @@ class Gateway:
                      "scope": "fluxqr-gateway"}
 
     def api(self, rid: str, method: str, rest: str, query: str, headers: Any, body: bytes,
-            client: tuple[Any, ...], server: tuple[Any, ...]
-            ) -> tuple[int, bytes, str | None]:
+            peer: Peer) -> tuple[int, bytes, str | None]:
         auth = str(headers.get("Authorization") or "")
         with self._lock:
             found = self._bearers.get(auth.removeprefix("Bearer ").strip())
@@ -629,7 +671,7 @@ class Gateway:
         if bearer_rid != rid or upstream is None:
             return _json(403, {"errors": [{"message": "this job's token is not for that "
                                                       "device"}]})
-        if not self._peer_ok(grant, client, server):
+        if not self._peer_ok(grant, peer):
             return _json(403, {"errors": [{"message": "this job's token is for its owner "
                                                       "only"}]})
         parts = [urllib.parse.unquote(p) for p in rest.split("/") if p]
@@ -645,8 +687,7 @@ class Gateway:
                     self.policy.learn(grant, rid, method, parts, reply)
         return status, reply, ctype
 
-    def braket(self, method: str, target: str, headers: Any, body: bytes,
-               client: tuple[Any, ...], server: tuple[Any, ...]
+    def braket(self, method: str, target: str, headers: Any, body: bytes, peer: Peer
                ) -> tuple[int, bytes, str | None, dict[str, str]]:
         """One Braket or S3 request below :data:`BRAKET_PATH` (``target``: the raw path
         and query as received)."""
@@ -667,7 +708,7 @@ class Gateway:
             ups = dict(self._braket)
         if grant is None or not grant.live:  # revoked while verifying
             return _aws_error(scope.service, 403, "InvalidClientTokenId", "token revoked")
-        if not self._peer_ok(grant, client, server):
+        if not self._peer_ok(grant, peer):
             return _aws_error(scope.service, 403, "AccessDenied",
                               "this job's key is for its owner only")
         url = urllib.parse.urlsplit(target)
@@ -834,114 +875,115 @@ def _json(status: int, payload: Any) -> tuple[int, bytes, str]:
     return status, json.dumps(payload).encode(), "application/json"
 
 
+class BoundedHandler(BaseHTTPRequestHandler):
+    """An HTTP request read within the gateway's bounds (body size, no chunked body, a sane
+    ``Content-Length`` sent in full within :attr:`read_timeout`), then answered by the
+    hook :meth:`answer`. The gateway and each node's relay (:mod:`fluxqr.agent.relay`)
+    subclass it, so a task meets the same limits and refusals on either."""
+
+    protocol_version = "HTTP/1.1"
+    #: seconds to read a request (set per server by the subclass)
+    read_timeout = READ_TIMEOUT
+
+    def answer(self, body: bytes) -> tuple[int, bytes, str | None, dict[str, str]]:
+        """Hook: the reply to this request (``self.command``, ``self.path``,
+        ``self.headers``) whose body was read; never raises."""
+        raise NotImplementedError
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        pass  # request lines may carry ids; never log them
+
+    def _reply(self, status: int, data: bytes, ctype: str | None,
+               extra: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        if data and ctype:
+            self.send_header("Content-Type", ctype)
+        for k, v in (extra or {}).items():
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if data and self.command != "HEAD":
+            try:
+                self.wfile.write(data)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+
+    def setup(self) -> None:
+        self.timeout = self.read_timeout  # applied to the socket by StreamRequestHandler
+        super().setup()
+
+    def __getattr__(self, name: str) -> Any:
+        # http.server answers a method it has no do_X for with 501 (a 5xx): a method
+        # the gateway does not serve is the client's error
+        if name.startswith("do_"):
+            return self._not_allowed
+        raise AttributeError(name)
+
+    def _braket_path(self) -> bool:
+        path = urllib.parse.urlsplit(self.path).path
+        return path == BRAKET_PATH or path.startswith(BRAKET_PATH + "/")
+
+    def error_reply(self, status: int, code: str, message: str
+                    ) -> tuple[int, bytes, str | None, dict[str, str]]:
+        """An error in the route's style: AWS-style under /braket, else QCS-style."""
+        if self._braket_path():
+            return _aws_error(_service_of(self.headers), status, code, message)
+        return (*_json(status, {"errors": [{"message": message}]}), {})
+
+    def _refuse(self, status: int, code: str, message: str) -> None:
+        """A request refused before routing; the connection closes (what is left of its
+        bytes is not a request)."""
+        self.close_connection = True
+        self._reply(*self.error_reply(status, code, message))
+
+    def _not_allowed(self) -> None:
+        self._refuse(405, "MethodNotAllowed", f"method {self.command[:20]} not allowed")
+
+    def _body(self) -> bytes | None:
+        """The request body, or None when refused (answered here)."""
+        if "chunked" in str(self.headers.get("Transfer-Encoding") or "").lower():
+            self._refuse(411, "MissingContentLength", "send a Content-Length")
+            return None
+        text = str(self.headers.get("Content-Length") or "0").strip()
+        if not text.isdigit() or len(text) > 12:
+            self._refuse(400, "InvalidArgument", "bad Content-Length")
+            return None
+        length = int(text)
+        url = urllib.parse.urlsplit(self.path)
+        limit = MAX_FORM if url.path.rstrip("/").endswith("/iam/identity/token") \
+            else MAX_BODY
+        if length > limit:
+            self._refuse(413, "EntityTooLarge", "body too large")
+            return None
+        try:
+            body = self.rfile.read(length) if length else b""
+        except TimeoutError:
+            body = b""
+        if len(body) != length:  # announced more than it sent
+            self._refuse(400, "RequestTimeout", "the body is shorter than its "
+                         "Content-Length")
+            return None
+        return body
+
+    def _handle(self) -> None:
+        body = self._body()
+        if body is not None:
+            self._reply(*self.answer(body))
+
+    do_GET = do_POST = do_PATCH = do_DELETE = do_PUT = do_HEAD = _handle
+
+
 def _make_handler(gw: Gateway) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-            pass  # request lines may carry ids; never log them
-
-        def _reply(self, status: int, data: bytes, ctype: str | None,
-                   extra: dict[str, str] | None = None) -> None:
-            self.send_response(status)
-            if data and ctype:
-                self.send_header("Content-Type", ctype)
-            for k, v in (extra or {}).items():
-                self.send_header(k, v)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            if data and self.command != "HEAD":
-                try:
-                    self.wfile.write(data)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
+    class Handler(BoundedHandler):
+        read_timeout = gw.read_timeout
 
         def setup(self) -> None:
-            self.timeout = gw.read_timeout  # applied to the socket by StreamRequestHandler
+            self.read_timeout = gw.read_timeout  # tests shorten it on a running gateway
             super().setup()
 
-        def __getattr__(self, name: str) -> Any:
-            # http.server answers a method it has no do_X for with 501 (a 5xx): a method
-            # the gateway does not serve is the client's error
-            if name.startswith("do_"):
-                return self._not_allowed
-            raise AttributeError(name)
-
-        def _braket_path(self) -> bool:
-            path = urllib.parse.urlsplit(self.path).path
-            return path == BRAKET_PATH or path.startswith(BRAKET_PATH + "/")
-
-        def _refuse(self, status: int, code: str, message: str) -> None:
-            """A request refused before routing: AWS-style under /braket, else QCS-style;
-            the connection closes (what is left of its bytes is not a request)."""
-            self.close_connection = True
-            if self._braket_path():
-                return self._reply(*_aws_error(_service_of(self.headers), status, code,
-                                               message))
-            return self._reply(*_json(status, {"errors": [{"message": message}]}))
-
-        def _not_allowed(self) -> None:
-            self._refuse(405, "MethodNotAllowed", f"method {self.command[:20]} not allowed")
-
-        def _body(self) -> bytes | None:
-            """The request body, or None when refused (answered here)."""
-            if "chunked" in str(self.headers.get("Transfer-Encoding") or "").lower():
-                self._refuse(411, "MissingContentLength", "send a Content-Length")
-                return None
-            text = str(self.headers.get("Content-Length") or "0").strip()
-            if not text.isdigit() or len(text) > 12:
-                self._refuse(400, "InvalidArgument", "bad Content-Length")
-                return None
-            length = int(text)
-            url = urllib.parse.urlsplit(self.path)
-            limit = MAX_FORM if url.path.rstrip("/").endswith("/iam/identity/token") \
-                else MAX_BODY
-            if length > limit:
-                self._refuse(413, "EntityTooLarge", "body too large")
-                return None
-            try:
-                body = self.rfile.read(length) if length else b""
-            except TimeoutError:
-                body = b""
-            if len(body) != length:  # announced more than it sent
-                self._refuse(400, "RequestTimeout", "the body is shorter than its "
-                             "Content-Length")
-                return None
-            return body
-
-        def _handle(self) -> None:
-            body = self._body()
-            if body is None:
-                return
-            url = urllib.parse.urlsplit(self.path)
-            if url.path == BRAKET_PATH or url.path.startswith(BRAKET_PATH + "/"):
-                try:
-                    return self._reply(*gw.braket(self.command, self.path, self.headers,
-                                                  body, self.client_address,
-                                                  self.connection.getsockname()))
-                except Exception as exc:  # noqa: BLE001 - never kills the gateway
-                    log.error("fluxqr gateway: internal error: %s", type(exc).__name__)
-                    return self._reply(*_aws_error(_service_of(self.headers), 500,
-                                                   "InternalServiceException", "gateway error"))
-            rid, _, rest = url.path.lstrip("/").partition("/")
-            kind, _, rest = rest.partition("/")
-            rid = urllib.parse.unquote(rid)
-            server = self.connection.getsockname()
-            try:
-                if kind == "iam" and rest.rstrip("/") == "identity/token" and \
-                        self.command == "POST":
-                    form = urllib.parse.parse_qs(body.decode("utf-8", "replace"))
-                    status, payload = gw.iam(rid, form, self.client_address, server)
-                    return self._reply(*_json(status, payload))
-                if kind == "api":
-                    return self._reply(*gw.api(rid, self.command, rest, url.query,
-                                               self.headers, body, self.client_address,
-                                               server))
-                return self._reply(*_json(404, {"errors": [{"message": "no such route"}]}))
-            except Exception as exc:  # noqa: BLE001 - one bad request never kills the gateway
-                log.error("fluxqr gateway: internal error: %s", type(exc).__name__)
-                return self._reply(*_json(500, {"errors": [{"message": "gateway error"}]}))
-
-        do_GET = do_POST = do_PATCH = do_DELETE = do_PUT = do_HEAD = _handle
+        def answer(self, body: bytes) -> tuple[int, bytes, str | None, dict[str, str]]:
+            client, server = self.client_address, self.connection.getsockname()
+            return gw.dispatch(self.command, self.path, self.headers, body,
+                               lambda: peer_uid(client, server))
 
     return Handler

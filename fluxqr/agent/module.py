@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import itertools
 import json
 import logging
 import os
@@ -1238,9 +1239,13 @@ class FluxqrModule(BrokerModule):
             else:
                 self._respond_env(job, msg)
 
-    def _respond_env(self, job: HybridJob, msg: Any) -> None:
+    def _respond_env(self, job: HybridJob, msg: Any, relay: Any = None) -> None:
         from fluxqr.core.sessions import JobSessions, SessionRecord, task_environment
 
+        rank = _rank_of(msg)
+        if relay is None and rank not in (None, self.rank) and self._needs_gateway(job):
+            self._ask_relay(job, msg, rank)  # answers through here again, with ``relay``
+            return
         try:
             devices = [self.inventory.get(d) for d in job.devices]
             js = JobSessions(str(job.jobid), [
@@ -1248,15 +1253,105 @@ class FluxqrModule(BrokerModule):
                               token=job.tokens.get(d.name)) for d in devices],
                 duration=job.duration, devices_file=self.settings.get("devices"),
                 userid=job.userid)
-            access = None
+            access, notice = None, None
             if self.gateway is not None:
                 grant = self.gateway.grant(job.jobid, job.userid, devices, job.tokens)
-                access = self.gateway.settings(grant) if grant else None
+                base, notice = self._gateway_base(job, rank, relay) if grant else (None, None)
+                access = self.gateway.settings(grant, base) if grant and not notice else None
             env = task_environment(js, devices, gateway=access)
         except (FluxqrError, KeyError, AttributeError) as exc:
             self.handle.respond_error(msg, errno.ENOENT, f"fluxqr: job {job.jobid}: {exc}")
             return
-        self.handle.respond(msg, {"env": env})
+        self.handle.respond(msg, {"env": env, **({"notice": notice} if notice else {})})
+
+    # -- the credential relays (fluxqr.agent.relay) on the other ranks --------------------
+
+    #: relayed requests in flight (their keys in ``_busy``)
+    _relay_ids = itertools.count(1)
+
+    @property
+    def rank(self) -> int:
+        return self.handle.get_rank()
+
+    def _needs_gateway(self, job: HybridJob) -> bool:
+        """Whether the job holds a device its tasks reach through the gateway."""
+        from fluxqr.agent.gateway import speaks, speaks_braket
+
+        try:
+            return self.gateway is not None and any(
+                speaks(d) or speaks_braket(d) for d in map(self.inventory.get, job.devices))
+        except (FluxqrError, KeyError, AttributeError):
+            return False  # answered (with the error) without asking any relay
+
+    def _ask_relay(self, job: HybridJob, msg: Any, rank: int) -> None:
+        """Ask rank ``rank``'s relay where it listens (every time: a relay reloaded on a
+        new port is never stale), then answer the job shell's ``msg``."""
+        def answered(future: Any) -> None:
+            try:
+                relay = dict(future.get() or {})
+            except OSError as exc:
+                relay = {"error": "not loaded" if exc.errno == errno.ENOSYS else
+                         (exc.strerror or str(exc))}
+            try:
+                if job.phase in ("ending", "done"):  # ended meanwhile: mint it no grant
+                    self.handle.respond_error(msg, errno.ECANCELED, "fluxqr: "
+                                              f"{job.why or f'job {job.jobid} has ended'}")
+                else:
+                    self._respond_env(job, msg, relay)
+            except Exception as exc:  # noqa: BLE001 - a callback's error stops the reactor
+                self.log.error(f"fluxqr: job {job.jobid}: session-env on rank {rank}: "
+                               f"{type(exc).__name__}: {exc}")
+
+        try:
+            # bounded: a wedged rank delays its job shells by this much, then says why
+            self.handle.rpc("fluxqr-relay.info", nodeid=rank).then(answered, timeout=10.0)
+        except OSError as exc:
+            self._respond_env(job, msg, {"error": exc.strerror or str(exc)})
+
+    def _gateway_base(self, job: HybridJob, rank: int | None, relay: Any
+                      ) -> tuple[str | None, str | None]:
+        """(the URL a task on ``rank`` reaches the gateway at: None for the gateway's own,
+        the reason it gets no credential). Tasks on rank 0 use the gateway; elsewhere the
+        node's relay, or the gateway itself only when the admin bound it off loopback."""
+        if rank in (None, self.rank):
+            return None, None
+        url = relay.get("url") if isinstance(relay, dict) else None
+        if isinstance(url, str) and url.startswith("http://127.0.0.1:"):
+            return url, None
+        if not self.gateway.loopback:
+            return None, None
+        why = relay.get("error") if isinstance(relay, dict) else None
+        return None, (f"job {job.jobid}: no credential relay on rank {rank} ({why or 'none'}):"
+                      f" its tasks get no vendor credential (the admin loads "
+                      f"modules/fluxqr-relay.py on every rank, see the admin guide)")
+
+    @request_handler("relay")
+    def _relay(self, msg) -> None:
+        """A task's request read by a node's relay (owner-only: the relay runs as the
+        instance owner and vouches for the uid it read from /proc; a user calling this
+        service is refused by the broker). The gateway answers it in a worker thread; the
+        reply is sent from the reactor."""
+        from fluxqr.agent.relay import decode_request, encode_reply
+
+        try:
+            uid, method, target, headers, body = decode_request(msg.payload)
+        except ValueError as exc:
+            self.handle.respond_error(msg, errno.EPROTO, f"fluxqr: relayed request: {exc}")
+            return
+        gateway = self.gateway
+        if gateway is None:
+            self.handle.respond_error(msg, errno.ENOENT, "fluxqr: the credential gateway "
+                                      f"is off{f' ({self.error})' if self.error else ''}")
+            return
+
+        def done(result: Any, error: BaseException | None) -> None:
+            if error is not None:
+                self.handle.respond_error(msg, errno.EIO, "fluxqr: gateway error")
+            else:
+                self.handle.respond(msg, encode_reply(*result))
+
+        self._work((0, f"relay-{next(self._relay_ids)}"),
+                   lambda: gateway.dispatch(method, target, headers, body, uid), done)
 
     @request_handler("refresh")
     def _refresh(self, msg) -> None:
@@ -1350,6 +1445,16 @@ def _journal(h: Any) -> Any:
             return {**super().request_payload, "allow": dict.fromkeys(JOURNAL_EVENTS, 1)}
 
     return Journal(h, full=True, include_sentinel=True)
+
+
+def _rank_of(msg: Any) -> int | None:
+    """The broker rank a session-env request names (its job shell's), if any."""
+    try:
+        rank = (msg.payload or {}).get("rank")
+    except AttributeError:
+        return None
+    return rank if isinstance(rank, int) and not isinstance(rank, bool) and rank >= 0 \
+        else None
 
 
 def _jobid(value: Any) -> int:

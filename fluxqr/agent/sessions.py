@@ -14,10 +14,18 @@ from typing import Any
 from fluxqr.core.sessions import SessionError
 
 
-def remote_environment(handle: Any, jobid: str) -> dict[str, str]:
-    """The tasks' environment of ``jobid`` from the agent on rank 0 (works on every node)."""
+def remote_environment(handle: Any, jobid: str, notices: list[str] | None = None
+                       ) -> dict[str, str]:
+    """The tasks' environment of ``jobid`` from the agent on rank 0 (works on every node).
+    It names this node's broker rank, so that the credential gateway's URLs are those of
+    this node's relay (:mod:`fluxqr.agent.relay`); why its tasks get no vendor credential,
+    if so, is appended to ``notices``."""
     try:
-        return handle.rpc("fluxqr.session-env", {"jobid": str(jobid)}, nodeid=0).get()["env"]
+        answer = handle.rpc("fluxqr.session-env", {"jobid": str(jobid),
+                                                   "rank": handle.get_rank()}, nodeid=0).get()
+        if answer.get("notice") and notices is not None:
+            notices.append(str(answer["notice"]))
+        return answer["env"]
     except OSError as exc:
         if exc.errno == errno.ENOSYS:
             raise SessionError(f"job {jobid}: the fluxqr agent is not running in this "

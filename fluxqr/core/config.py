@@ -27,7 +27,9 @@ caller derives it with :func:`fluxqr.core.accounting.default_path`.
 ``gateway`` is where the agent's credential gateway (:mod:`fluxqr.agent.gateway`)
 listens: ``"IP:PORT"`` (port 0: any free port; a wildcard IP such as ``0.0.0.0``
 advertises the host's name to tasks), or ``"off"``. Tasks never get a vendor
-credential; without the gateway they get none at all.
+credential; without the gateway they get none at all. Tasks on other nodes reach a
+loopback gateway through their node's relay (:mod:`fluxqr.agent.relay`), so the default
+serves multi-node instances too.
 """
 
 from __future__ import annotations

@@ -59,6 +59,32 @@ MODULE = _HEADER + '''
 from fluxqr.agent.module import FluxqrModule  # noqa: E402,F401  (flux module load entry point)
 '''
 
+# loaded on every rank but the agent's: the credential gateway's endpoint on that node. A
+# node where fluxqr cannot be imported gets one log line and an idle relay, never a failed
+# load (which would fail the broker's rc1 there).
+RELAY = _HEADER + '''
+try:
+    from fluxqr.agent.relay import RelayModule  # noqa: F401  (flux module load entry point)
+except Exception as _exc:  # noqa: BLE001
+    _why = f"{{type(_exc).__name__}}: {{_exc}}"[:300]
+
+    def mod_main(h, *args):
+        import syslog
+
+        from flux.constants import FLUX_MSGTYPE_REQUEST
+
+        h.log(syslog.LOG_ERR, "fluxqr: credential relay not started: cannot import fluxqr "
+              f"({{_why}}); tasks on this node get no vendor credential")
+
+        def info(h, _type, msg, _arg):  # the agent asks: it tells the job why
+            h.respond(msg, {{"rank": h.get_rank(), "url": None,
+                             "error": "cannot import fluxqr"}})
+
+        watcher = h.msg_watcher_create(info, FLUX_MSGTYPE_REQUEST, "fluxqr-relay.info")
+        watcher.start()
+        h.reactor_run()  # idle until its broker removes it
+'''
+
 
 SHELL_PLUGIN = """-- Installed by "fluxqr flux-install": QPU environment for hybrid tasks.
 -- A job without attributes.system.quantum (a classical job) returns at once. FLUXQR_*
@@ -105,7 +131,11 @@ if not out:find ("FLUXQR_SESSION_ENV=ok", 1, true) then
 end
 for line in out:gmatch ("[^\\n]+") do
     local key, value = line:match ("^([%w_]+)=(.*)$")
-    if key and key ~= "FLUXQR_SESSION_ENV" then shell.setenv (key, value) end
+    if key == "FLUXQR_NOTICE" then
+        shell.log ("fluxqr: " .. value)   -- e.g. no credential relay on this node
+    elseif key and key ~= "FLUXQR_SESSION_ENV" then
+        shell.setenv (key, value)
+    end
 end
 """
 
@@ -159,6 +189,7 @@ def install(prefix: str | os.PathLike) -> dict[str, Path]:
                     COMMAND.format(python=sys.executable, paths=search_paths())),
         "plugin": (prefix / "cli" / "plugins" / "fluxqr.py", PLUGIN.format(paths=search_paths())),
         "module": (prefix / "modules" / "fluxqr.py", MODULE.format(paths=search_paths())),
+        "relay": (prefix / "modules" / "fluxqr-relay.py", RELAY.format(paths=search_paths())),
         "frobnicator": (prefix / "ingest" / FROBNICATOR_SHIM,
                         FROBNICATOR.format(paths=search_paths())),
         "validator": (prefix / "ingest" / VALIDATOR_SHIM, VALIDATOR.format(paths=search_paths())),

@@ -42,7 +42,7 @@ class LocalInstance:
     def __init__(self, workdir: str | os.PathLike, r_path: str | os.PathLike, size: int = 2,
                  hosts: str | None = None, config: str = "", validator: bool = True,
                  devices: str | os.PathLike | None = None, env: dict[str, str] | None = None,
-                 agent: bool = True, agent_args: tuple[str, ...] = ()):
+                 agent: bool = True, agent_args: tuple[str, ...] = (), relays: bool = True):
         self.flux = fluxenv.flux_command()
         if not self.flux:
             from fluxqr.errors import FluxUnavailableError
@@ -57,6 +57,7 @@ class LocalInstance:
         self.devices = Path(devices) if devices else None
         self.agent = agent and self.devices is not None
         self.agent_args = tuple(agent_args)
+        self.relays = relays  # with the agent: the credential relay on ranks 1..size-1
         self.files = fluxinstall.install(self.workdir / "fluxqr")
         self.env = dict(os.environ)
         self.env.update({"FLUX_EXEC_PATH": str(self.files["command"].parent),
@@ -115,6 +116,8 @@ class LocalInstance:
             time.sleep(0.3)
         if self.agent:
             self.load_agent()
+            if self.relays:
+                self.load_relays()
         return self
 
     def load_agent(self, *args: str) -> None:
@@ -122,6 +125,16 @@ class LocalInstance:
         r = self.run(["flux", "module", "load", str(self.module), *self.agent_args, *args])
         if r.returncode != 0:
             raise RuntimeError(f"loading the fluxqr agent failed: {r.stderr}")
+
+    def load_relays(self) -> None:
+        """Load the credential relay (``modules/fluxqr-relay.py``) on every rank but 0."""
+        if self.size < 2:
+            return
+        ranks = "1" if self.size == 2 else f"1-{self.size - 1}"
+        r = self.run(["flux", "exec", "-r", ranks, self.flux, "module",
+                      "load", str(self.files["relay"])])
+        if r.returncode != 0:
+            raise RuntimeError(f"loading the fluxqr credential relays failed: {r.stderr}")
 
     def startlog(self) -> str:
         try:
