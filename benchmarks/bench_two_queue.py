@@ -578,14 +578,20 @@ def flux_jobs(cluster: Cluster, ids: list[int]) -> dict[int, dict]:
 
 
 def release_time(cluster: Cluster, jobid: int) -> float | None:
-    """When a held job's urgency was restored (its eventlog), wall epoch; None if never."""
+    """When a held job's urgency was last restored before its nodes were allocated (its
+    eventlog; a job held again to give a grant back is released more than once), wall
+    epoch; None if never."""
     log = cluster.h.rpc("job-info.lookup", {"id": jobid, "keys": ["eventlog"],
                                             "flags": 0}).get()["eventlog"]
+    released = None
     for line in log.splitlines():
         ev = json.loads(line)
-        if ev["name"] == "urgency" and (ev.get("context") or {}).get("urgency", 0) > 0:
-            return float(ev["timestamp"])
-    return None
+        if ev["name"] == "alloc":
+            break
+        if ev["name"] == "urgency":
+            urgency = (ev.get("context") or {}).get("urgency", 0)
+            released = float(ev["timestamp"]) if urgency > 0 else None
+    return released
 
 
 def run_arm(cluster: Cluster, arm: Arm, regime: tuple[str, float, float],

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from fluxqr.agent.jobs import (
+    MAX_CHEAP_GIVEBACKS,
     MAX_GIVEBACKS,
     DeviceView,
     DrainModel,
@@ -174,6 +175,10 @@ def test_a_grant_is_given_back_only_when_waiting_again_is_cheaper_than_idling() 
     # Never more than MAX_GIVEBACKS times for one job.
     job.givebacks = MAX_GIVEBACKS
     assert not give_back_due(job, lead=200.0, requeue_wait=40.0, idle_timeout=60.0)
+    # ... unless the vendor would grant again within a quarter of the idle timeout.
+    assert give_back_due(job, lead=200.0, requeue_wait=10.0, idle_timeout=60.0)
+    job.givebacks = MAX_CHEAP_GIVEBACKS
+    assert not give_back_due(job, lead=200.0, requeue_wait=10.0, idle_timeout=60.0)
 
 
 def test_a_released_job_still_waiting_counts_the_time_its_grant_has_idled() -> None:

@@ -231,6 +231,10 @@ def anchor_due(lead: float | None, vendor_wait: float | None, idle_timeout: floa
 
 #: Grants one job may give back before it keeps whatever the vendor grants.
 MAX_GIVEBACKS = 2
+#: ... when the vendor would grant again within a quarter of the idle timeout: a grant
+#: given back then costs a few billed seconds and no real wait, while another job may
+#: take the nodes each time the vendor grants (a short vendor queue, a busy cluster).
+MAX_CHEAP_GIVEBACKS = 6
 
 
 def give_back_due(job: HybridJob, lead: float | None, requeue_wait: float | None,
@@ -245,15 +249,19 @@ def give_back_due(job: HybridJob, lead: float | None, requeue_wait: float | None
     (``lead``), keeping the session would leave the QPU idle and billed — keepalive
     anchors — for all of that time. Giving it back costs a new wait in the vendor's queue
     (``requeue_wait``, predicted): worth it only when that wait is shorter than the time
-    the session would idle, and at most :data:`MAX_GIVEBACKS` times per job (after that
-    the job keeps its grant, whatever it costs).
+    the session would idle, and at most :data:`MAX_GIVEBACKS` times per job
+    (:data:`MAX_CHEAP_GIVEBACKS` while the vendor would grant again within a quarter of
+    the idle timeout; after that the job keeps its grant, whatever it costs).
 
     The same question is asked again while a released job waits for Fluxion
     (:func:`recheck_due`): ``held_for`` is how long the session has been granted already,
     so the bound is on the whole wait, grant to start (typically another held job
     released just before took the nodes this one was predicted to get).
     """
-    if lead is None or requeue_wait is None or job.givebacks >= MAX_GIVEBACKS:
+    if lead is None or requeue_wait is None:
+        return False
+    cheap = requeue_wait <= idle_timeout / 4
+    if job.givebacks >= (MAX_CHEAP_GIVEBACKS if cheap else MAX_GIVEBACKS):
         return False
     return held_for + lead > idle_timeout / 2 and requeue_wait < lead
 
