@@ -80,7 +80,6 @@ def build_r(path: Path, nodes: int = 2, cores: int = 4, devices: Path | None = N
     return path
 
 
-#: live values as the refresh loop would push them (what selection tests select on)
 #: A hybrid task that submits ``argv[1]`` sampler jobs into its session with the real qrmi
 #: client (through the credential gateway), waits for them and prints their ids (never a
 #: secret); with ``argv[2] == "hold"`` it then runs until killed.
@@ -104,6 +103,22 @@ if sys.argv[2:] == ["hold"]:
 """
 
 
+#: A task that hands its QRMI settings to the test (an owner-only file, not its output, so
+#: that its job token stays out of the KVS) and runs until the test lets it end.
+PROBE = r"""
+import json, os, sys, time
+work = sys.argv[1]
+env = {k: v for k, v in os.environ.items() if "QRMI" in k}
+fd = os.open(os.path.join(work, "probe.tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+os.write(fd, json.dumps(env).encode())
+os.close(fd)
+os.rename(os.path.join(work, "probe.tmp"), os.path.join(work, "probe.json"))
+deadline = time.monotonic() + 120
+while not os.path.exists(os.path.join(work, "probe.go")) and time.monotonic() < deadline:
+    time.sleep(0.1)
+"""
+
+#: live values as the refresh loop would push them (what selection tests select on)
 LIVE_VALUES = (("/cluster0/fake_fez", ["error_2q=0.0042", "queue_depth=7", "status=online"]),
                ("/cluster0/iqm_garnet", ["error_2q=0.011", "queue_depth=0", "status=online"]))
 

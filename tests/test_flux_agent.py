@@ -85,6 +85,19 @@ def _balanced(server: QCSStandIn) -> None:
     _until(done, what="every session closed once")
 
 
+def _ran_in_second_session(inst: FluxInstance, server: QCSStandIn, jobid: str) -> list[str]:
+    """The job completed, and its tasks had the second of the two sessions opened (the
+    first was given back); returns the two session ids."""
+    info = inst.wait_job(jobid)
+    assert info["result"] == "COMPLETED"
+    sessions = [e["session_id"] for e in _ops(server, "acquire")]
+    assert len(sessions) == 2, sessions
+    seen = json.loads(inst.run(["flux", "job", "attach", jobid], check=False
+                               ).stdout.splitlines()[-1])
+    assert seen["ibm_fez_QRMI_JOB_ACQUISITION_TOKEN"] == sessions[1]
+    return sessions
+
+
 def test_ready_job_is_held_until_the_vendor_grants_then_runs_with_its_session(env) -> None:
     inst, server, work = env
     server.reset()
@@ -139,13 +152,7 @@ def test_grant_given_back_when_the_nodes_were_taken_meanwhile(env) -> None:
                what="the first session closed")
         assert "alloc" not in [e["name"] for e in _events(inst, jobid)]
         inst.run(["flux", "cancel", blocker])
-        info = inst.wait_job(jobid)
-        assert info["result"] == "COMPLETED"
-        sessions = [e["session_id"] for e in _ops(server, "acquire")]
-        assert len(sessions) == 2, sessions
-        seen = json.loads(inst.run(["flux", "job", "attach", jobid], check=False
-                                   ).stdout.splitlines()[-1])
-        assert seen["ibm_fez_QRMI_JOB_ACQUISITION_TOKEN"] == sessions[1]
+        _ran_in_second_session(inst, server, jobid)
         sims = {s["id"]: s for s in server.log()["sim_sessions"]}
         assert sims[first]["activated"] is not None and sims[first]["timeouts"] == 0
         _balanced(server)
@@ -184,13 +191,7 @@ def test_released_job_that_loses_its_nodes_gives_the_grant_back(env) -> None:
         _until(lambda: first in [e["session_id"] for e in _ops(server, "release")],
                what="the first session closed")
         inst.run(["flux", "cancel", urgent])
-        info = inst.wait_job(jobid)
-        assert info["result"] == "COMPLETED"
-        sessions = [e["session_id"] for e in _ops(server, "acquire")]
-        assert len(sessions) == 2, sessions
-        seen = json.loads(inst.run(["flux", "job", "attach", jobid], check=False
-                                   ).stdout.splitlines()[-1])
-        assert seen["ibm_fez_QRMI_JOB_ACQUISITION_TOKEN"] == sessions[1]
+        _ran_in_second_session(inst, server, jobid)
         _balanced(server)
     finally:
         for other in (short, urgent):

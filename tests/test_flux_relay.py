@@ -17,6 +17,7 @@ import time
 import pytest
 import yaml
 from fluxinst import (
+    PROBE,
     QRMI_SAMPLER_TASK,
     FluxInstance,
     build_r,
@@ -42,20 +43,6 @@ print(json.dumps({"endpoints": {k: v for k, v in os.environ.items()
                                     for v in os.environ.values())}), flush=True)
 """ + QRMI_SAMPLER_TASK
 
-#: hands its QRMI settings to the test in an owner-only file (not its output: the job
-#: token stays out of the KVS), then runs until the test lets it end
-PROBE = r"""
-import json, os, sys, time
-work = sys.argv[1]
-env = {k: v for k, v in os.environ.items() if "QRMI" in k}
-fd = os.open(os.path.join(work, "probe.tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-os.write(fd, json.dumps(env).encode())
-os.close(fd)
-os.rename(os.path.join(work, "probe.tmp"), os.path.join(work, "probe.json"))
-deadline = time.monotonic() + 120
-while not os.path.exists(os.path.join(work, "probe.go")) and time.monotonic() < deadline:
-    time.sleep(0.1)
-"""
 
 #: one HTTP request as the given uid (another uid may not read this interpreter's
 #: install, e.g. under /root: any python 3 then); prints status and body

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from fluxinst import FluxInstance, build_r, requires_flux
+from fluxinst import PROBE, FluxInstance, build_r, requires_flux
 from standins.qcs_server import QCSStandIn
 
 pytestmark = [requires_flux, pytest.mark.flux]
@@ -53,20 +53,6 @@ print(json.dumps({"qpus": [q.name for q in qpus], "qrmi_resources": ids,
                   "props": qpus[0].properties, "env": env, "tasks": tasks}))
 """
 
-#: A task that hands its QRMI settings to the test (an owner-only file, not its output, so
-#: that its job token stays out of the KVS) and runs until the test lets it end.
-PROBE = r"""
-import json, os, sys, time
-work = sys.argv[1]
-env = {k: v for k, v in os.environ.items() if "QRMI" in k}
-fd = os.open(os.path.join(work, "probe.tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-os.write(fd, json.dumps(env).encode())
-os.close(fd)
-os.rename(os.path.join(work, "probe.tmp"), os.path.join(work, "probe.json"))
-deadline = time.monotonic() + 120
-while not os.path.exists(os.path.join(work, "probe.go")) and time.monotonic() < deadline:
-    time.sleep(0.1)
-"""
 #: job tokens the tests saw: none may appear in the instance's records
 JOB_TOKENS: list[str] = []
 
