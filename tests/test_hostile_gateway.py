@@ -191,18 +191,13 @@ BRAKET_PROBES: list[tuple[str, Callable[[Site], bytes]]] = [
     ("deep-json-object", lambda s: _job(s, "POST", "/braket/quantum-task",
                                         b'{"a":' * 100_000 + b"1" + b"}" * 100_000)),
     ("json-list-body", lambda s: _job(s, "POST", "/braket/quantum-task", b"[1, 2]")),
-    ("s3-dotdot", lambda s: _job(
-        s, "GET", _s3(s, f"tasks/{s.tid(s.a_task)}/../{s.tid(s.b_task)}/results.json"),
-        service="s3")),
-    ("s3-encoded-dotdot", lambda s: _job(
-        s, "GET", _s3(s, f"tasks/{s.tid(s.a_task)}/%2e%2e/{s.tid(s.b_task)}/results.json"),
-        service="s3")),
-    ("s3-encoded-slash-dotdot", lambda s: _job(
-        s, "GET", _s3(s, f"tasks/{s.tid(s.a_task)}/..%2F{s.tid(s.b_task)}/results.json"),
-        service="s3")),
-    ("s3-backslash-dotdot", lambda s: _job(
-        s, "GET", _s3(s, f"tasks/{s.tid(s.a_task)}/..%5C{s.tid(s.b_task)}/results.json"),
-        service="s3")),
+    # from the job's own task folder up into another job's, each way of writing ".."
+    *[(name, lambda s, step=step: _job(
+        s, "GET", _s3(s, f"tasks/{s.tid(s.a_task)}/{step}{s.tid(s.b_task)}/results.json"),
+        service="s3"))
+      for name, step in (("s3-dotdot", "../"), ("s3-encoded-dotdot", "%2e%2e/"),
+                         ("s3-encoded-slash-dotdot", "..%2F"),
+                         ("s3-backslash-dotdot", "..%5C"))],
     ("s3-list-prefix-dotdot", lambda s: _job(
         s, "GET", f"/braket/{DEFAULT_BUCKET}?list-type=2&prefix="
                   f"{_q(f'tasks/{s.tid(s.a_task)}/../{s.tid(s.b_task)}')}", service="s3")),

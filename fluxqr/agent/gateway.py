@@ -619,7 +619,7 @@ class Gateway:
         (status, body, content type, extra headers). Used by the HTTP server here and
         for requests a node's relay (:mod:`fluxqr.agent.relay`) forwards over Flux."""
         url = urllib.parse.urlsplit(target)
-        if url.path == BRAKET_PATH or url.path.startswith(BRAKET_PATH + "/"):
+        if _under_braket(url.path):
             try:
                 return self.braket(method, target, headers, body, peer)
             except Exception as exc:  # noqa: BLE001 - never kills the gateway
@@ -875,6 +875,11 @@ def _json(status: int, payload: Any) -> tuple[int, bytes, str]:
     return status, json.dumps(payload).encode(), "application/json"
 
 
+def _under_braket(path: str) -> bool:
+    """Whether a request path is a Braket or S3 call (below :data:`BRAKET_PATH`)."""
+    return path == BRAKET_PATH or path.startswith(BRAKET_PATH + "/")
+
+
 class BoundedHandler(BaseHTTPRequestHandler):
     """An HTTP request read within the gateway's bounds (body size, no chunked body, a sane
     ``Content-Length`` sent in full within :attr:`read_timeout`), then answered by the
@@ -919,14 +924,10 @@ class BoundedHandler(BaseHTTPRequestHandler):
             return self._not_allowed
         raise AttributeError(name)
 
-    def _braket_path(self) -> bool:
-        path = urllib.parse.urlsplit(self.path).path
-        return path == BRAKET_PATH or path.startswith(BRAKET_PATH + "/")
-
     def error_reply(self, status: int, code: str, message: str
                     ) -> tuple[int, bytes, str | None, dict[str, str]]:
         """An error in the route's style: AWS-style under /braket, else QCS-style."""
-        if self._braket_path():
+        if _under_braket(urllib.parse.urlsplit(self.path).path):
             return _aws_error(_service_of(self.headers), status, code, message)
         return (*_json(status, {"errors": [{"message": message}]}), {})
 
@@ -975,8 +976,6 @@ class BoundedHandler(BaseHTTPRequestHandler):
 
 def _make_handler(gw: Gateway) -> type[BaseHTTPRequestHandler]:
     class Handler(BoundedHandler):
-        read_timeout = gw.read_timeout
-
         def setup(self) -> None:
             self.read_timeout = gw.read_timeout  # tests shorten it on a running gateway
             super().setup()

@@ -120,6 +120,7 @@ class FluxqrModule(BrokerModule):
         self._env_waiters: dict[int, list[Any]] = {}
         self._memos: dict[int, str] = {}
         self._busy: set[tuple[int, str]] = set()   # (jobid, action) running in a worker
+        self._relay_ids = itertools.count(1)  # keys of relayed requests in ``_busy``
         self._reading = False
         self._replayed = False
         self._terminated = False
@@ -1265,9 +1266,6 @@ class FluxqrModule(BrokerModule):
         self.handle.respond(msg, {"env": env, **({"notice": notice} if notice else {})})
 
     # -- the credential relays (fluxqr.agent.relay) on the other ranks --------------------
-
-    #: relayed requests in flight (their keys in ``_busy``)
-    _relay_ids = itertools.count(1)
 
     @property
     def rank(self) -> int:
